@@ -1,0 +1,259 @@
+//! The response future: the inner service's future, an answer made at once,
+//! or a parked poll.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::Response;
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use crate::body::{LongPollBody, ReplyBody};
+use crate::error::Rejection;
+use crate::hub::Counters;
+use crate::hub::wait::{Wait, WaitOutcome};
+use crate::layer::Shared;
+use crate::response::{self, Delivery};
+use crate::service::{refusal_rejection, refuse};
+
+pin_project! {
+    /// The response future of [`LongPoll`](crate::LongPoll).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner { #[pin] future: F },
+        Reply { response: Option<Response<ReplyBody>> },
+        Poll { poll: Pin<Box<PollFuture>> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn inner(future: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Inner { future },
+        }
+    }
+
+    pub(crate) fn reply(response: Response<ReplyBody>) -> Self {
+        ResponseFuture {
+            kind: Kind::Reply {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn poll(poll: Pin<Box<PollFuture>>) -> Self {
+        ResponseFuture {
+            kind: Kind::Poll { poll },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<LongPollBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(LongPollBody::inner))),
+            KindProj::Reply { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion")
+                .map(LongPollBody::reply))),
+            KindProj::Poll { poll } => poll
+                .as_mut()
+                .poll(cx)
+                .map(|response| Ok(response.map(LongPollBody::reply))),
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Reply { .. } => "reply",
+            Kind::Poll { .. } => "poll",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
+    }
+}
+
+type DrainFuture = Pin<Box<dyn Future<Output = Result<(), Rejection>> + Send>>;
+
+pin_project! {
+    /// A poll between its arrival and its answer.
+    ///
+    /// Dropping it (hyper does when the client disconnects) unregisters the
+    /// waiter and consumes nothing.
+    pub(crate) struct PollFuture {
+        shared: Arc<Shared>,
+        id: Arc<str>,
+        head: bool,
+        multipart: bool,
+        drain: Option<DrainFuture>,
+        #[pin]
+        wait: Wait,
+        #[pin]
+        sleep: Sleep,
+        #[pin]
+        shutdown: WaitForCancellationFutureOwned,
+        finished: bool,
+    }
+
+    impl PinnedDrop for PollFuture {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.finished {
+                Counters::add(&this.shared.hub.inner.counters.cancelled);
+                tracing::debug!(client_id = &**this.id, "client went away; its poll is cancelled");
+            }
+        }
+    }
+}
+
+impl PollFuture {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        id: Arc<str>,
+        head: bool,
+        multipart: bool,
+        wait: Wait,
+        drain: Option<DrainFuture>,
+        wait_for: Duration,
+    ) -> Self {
+        let shutdown = shared.hub.inner.shutdown.clone().cancelled_owned();
+        PollFuture {
+            sleep: tokio::time::sleep_until(Instant::now() + wait_for),
+            shared,
+            id,
+            head,
+            multipart,
+            drain,
+            wait,
+            shutdown,
+            finished: false,
+        }
+    }
+}
+
+impl Future for PollFuture {
+    type Output = Response<ReplyBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ReplyBody>> {
+        let mut this = self.project();
+        let shared = &**this.shared;
+        if let Some(drain) = this.drain {
+            match drain.as_mut().poll(cx) {
+                Poll::Ready(Ok(())) => *this.drain = None,
+                Poll::Ready(Err(rejection)) => {
+                    *this.finished = true;
+                    return Poll::Ready(refuse(shared, rejection));
+                }
+                Poll::Pending => {}
+            }
+        }
+        // An event that is there wins over the timer and the shutdown.
+        if this.drain.is_none() {
+            if let Poll::Ready(outcome) = this.wait.as_mut().poll(cx) {
+                *this.finished = true;
+                let response = match outcome {
+                    WaitOutcome::Events(result) => {
+                        tracing::debug!(
+                            client_id = &**this.id,
+                            events = result.events().len(),
+                            gap = result.has_gap(),
+                            "poll answered with events"
+                        );
+                        let delivery = Delivery {
+                            hub: &shared.hub,
+                            id: this.id,
+                            head: *this.head,
+                            multipart: *this.multipart,
+                        };
+                        response::events(delivery, result)
+                    }
+                    WaitOutcome::Refused(refusal) => {
+                        refuse(shared, refusal_rejection(shared, refusal))
+                    }
+                    WaitOutcome::Failed(err) => {
+                        tracing::warn!(client_id = &**this.id, error = %err, "reading the event log failed");
+                        refuse(shared, Rejection::StoreUnavailable)
+                    }
+                };
+                return Poll::Ready(response);
+            }
+        }
+        if this.shutdown.poll(cx).is_ready() {
+            *this.finished = true;
+            return Poll::Ready(refuse(shared, Rejection::ShuttingDown));
+        }
+        ready!(this.sleep.poll(cx));
+        *this.finished = true;
+        Counters::add(&shared.hub.inner.counters.timed_out);
+        tracing::trace!(client_id = &**this.id, "poll timed out");
+        Poll::Ready(response::keepalive(&shared.keepalive, this.wait.position()))
+    }
+}
+
+/// Reads and discards the body of a poll, so that hyper watches the
+/// connection for a disconnect while the poll is parked.
+pub(crate) struct Drain;
+
+impl Drain {
+    pub(crate) fn new<B>(body: B, limit: usize) -> DrainFuture
+    where
+        B: Body + Send + 'static,
+    {
+        Box::pin(Draining {
+            body: Box::pin(body),
+            read: 0,
+            limit,
+        })
+    }
+}
+
+struct Draining<B> {
+    body: Pin<Box<B>>,
+    read: usize,
+    limit: usize,
+}
+
+impl<B: Body> Future for Draining<B> {
+    type Output = Result<(), Rejection>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match ready!(self.body.as_mut().poll_frame(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Err(_)) => return Poll::Ready(Err(Rejection::BodyUnreadable)),
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        self.read += bytes::Buf::remaining(data);
+                        if self.read > self.limit {
+                            return Poll::Ready(Err(Rejection::BodyTooLarge { limit: self.limit }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

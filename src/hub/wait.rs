@@ -1,0 +1,268 @@
+//! Waiting for the next events of an id: read, register, read again, park.
+//!
+//! The order is what makes the wait race-free. A waiter registers and takes
+//! its wake-up signal *before* its second read of the log, and a publisher
+//! appends *before* it signals; so an event appended at any moment is either
+//! seen by that read or signalled to the waiter afterwards. A waiter holds no
+//! event while it waits, so dropping it (the client went away) consumes
+//! nothing.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tokio::sync::futures::OwnedNotified;
+
+use super::Hub;
+use super::registry::{RegisterError, Registration};
+use crate::cursor::Cursor;
+use crate::store::{ReadFrom, ReadResult, StoreError, StoreFuture};
+
+/// How many waiters may park.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) per_id: usize,
+    pub(crate) global: usize,
+}
+
+/// How a wait ended.
+#[derive(Debug)]
+pub(crate) enum WaitOutcome {
+    /// Events after the waiter's position.
+    Events(ReadResult),
+    /// A limit kept the waiter from parking.
+    Refused(Refusal),
+    /// The store failed before the waiter could park.
+    Failed(StoreError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    PerId,
+    Global,
+    Ids,
+}
+
+enum Stage {
+    FirstRead(StoreFuture<Result<ReadResult, StoreError>>),
+    Register,
+    Watch(StoreFuture<Result<(), StoreError>>),
+    Read(StoreFuture<Result<ReadResult, StoreError>>),
+    Parked,
+    Done,
+}
+
+pin_project! {
+    /// Resolves when the log of an id has events after a position.
+    pub(crate) struct Wait {
+        hub: Hub,
+        id: Arc<str>,
+        from: ReadFrom,
+        max_events: usize,
+        limits: Limits,
+        stage: Stage,
+        registration: Option<Registration>,
+        watching: bool,
+        #[pin]
+        notified: Option<OwnedNotified>,
+        position: Option<Cursor>,
+    }
+
+    impl PinnedDrop for Wait {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.watching {
+                this.hub.inner.store.unwatch(this.id);
+            }
+        }
+    }
+}
+
+impl Wait {
+    /// A wait that starts with its first read of the log.
+    pub(crate) fn new(
+        hub: Hub,
+        id: Arc<str>,
+        from: ReadFrom,
+        max_events: usize,
+        limits: Limits,
+    ) -> Self {
+        let first = hub.inner.store.read(&id, from, max_events);
+        Self::at(
+            hub,
+            id,
+            from,
+            max_events,
+            limits,
+            Stage::FirstRead(first),
+            None,
+        )
+    }
+
+    /// A wait whose first read, done by the caller, found nothing after `position`.
+    pub(crate) fn after_empty_read(
+        hub: Hub,
+        id: Arc<str>,
+        from: ReadFrom,
+        max_events: usize,
+        limits: Limits,
+        position: Cursor,
+    ) -> Self {
+        Self::at(
+            hub,
+            id,
+            from,
+            max_events,
+            limits,
+            Stage::Register,
+            Some(position),
+        )
+    }
+
+    /// A wait whose first read, started by the caller, has to wait for the store.
+    pub(crate) fn after_pending_read(
+        hub: Hub,
+        id: Arc<str>,
+        from: ReadFrom,
+        max_events: usize,
+        limits: Limits,
+        read: StoreFuture<Result<ReadResult, StoreError>>,
+    ) -> Self {
+        Self::at(
+            hub,
+            id,
+            from,
+            max_events,
+            limits,
+            Stage::FirstRead(read),
+            None,
+        )
+    }
+
+    fn at(
+        hub: Hub,
+        id: Arc<str>,
+        from: ReadFrom,
+        max_events: usize,
+        limits: Limits,
+        stage: Stage,
+        position: Option<Cursor>,
+    ) -> Self {
+        Wait {
+            hub,
+            id,
+            from,
+            max_events,
+            limits,
+            stage,
+            registration: None,
+            watching: false,
+            notified: None,
+            position,
+        }
+    }
+
+    /// The client's position as last read: what it has now.
+    pub(crate) fn position(&self) -> Option<Cursor> {
+        self.position
+    }
+}
+
+impl Future for Wait {
+    type Output = WaitOutcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<WaitOutcome> {
+        let mut this = self.project();
+        let store = &this.hub.inner.store;
+        loop {
+            match this.stage {
+                Stage::FirstRead(read) => match ready!(Pin::new(read).poll(cx)) {
+                    Ok(result) => {
+                        *this.position = Some(result.position());
+                        if !result.is_empty() {
+                            *this.stage = Stage::Done;
+                            return Poll::Ready(WaitOutcome::Events(result));
+                        }
+                        *this.stage = Stage::Register;
+                    }
+                    Err(StoreError::TooManyIds { .. }) => {
+                        *this.stage = Stage::Done;
+                        return Poll::Ready(WaitOutcome::Refused(Refusal::Ids));
+                    }
+                    Err(err) => {
+                        *this.stage = Stage::Done;
+                        return Poll::Ready(WaitOutcome::Failed(err));
+                    }
+                },
+                Stage::Register => {
+                    let registry = &this.hub.inner.registry;
+                    let registration =
+                        match registry.register(this.id, this.limits.per_id, this.limits.global) {
+                            Ok(registration) => registration,
+                            Err(err) => {
+                                *this.stage = Stage::Done;
+                                let refusal = match err {
+                                    RegisterError::PerId => Refusal::PerId,
+                                    RegisterError::Global => Refusal::Global,
+                                };
+                                return Poll::Ready(WaitOutcome::Refused(refusal));
+                            }
+                        };
+                    // The signal is taken before the next read: see the module docs.
+                    this.notified
+                        .set(Some(Arc::clone(registration.notify()).notified_owned()));
+                    *this.registration = Some(registration);
+                    *this.watching = true;
+                    *this.stage = Stage::Watch(store.watch(this.id));
+                }
+                Stage::Watch(watch) => {
+                    if let Err(err) = ready!(Pin::new(watch).poll(cx)) {
+                        tracing::warn!(client_id = &**this.id, error = %err,
+                            "store cannot report events from other nodes; the poll may wait for its timeout");
+                    }
+                    *this.stage = Stage::Read(store.read(this.id, *this.from, *this.max_events));
+                }
+                Stage::Read(read) => {
+                    match ready!(Pin::new(read).poll(cx)) {
+                        Ok(result) => {
+                            *this.position = Some(result.position());
+                            if !result.is_empty() {
+                                *this.stage = Stage::Done;
+                                // Leave the registry now rather than when the
+                                // response future is dropped.
+                                *this.registration = None;
+                                if std::mem::take(this.watching) {
+                                    store.unwatch(this.id);
+                                }
+                                return Poll::Ready(WaitOutcome::Events(result));
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(client_id = &**this.id, error = %err,
+                                "reading the event log failed; the poll keeps waiting");
+                        }
+                    }
+                    *this.stage = Stage::Parked;
+                }
+                Stage::Parked => {
+                    let mut notified = this
+                        .notified
+                        .as_mut()
+                        .as_pin_mut()
+                        .expect("a parked waiter has a signal");
+                    ready!(notified.as_mut().poll(cx));
+                    let registration = this
+                        .registration
+                        .as_ref()
+                        .expect("a parked waiter is registered");
+                    this.notified
+                        .set(Some(Arc::clone(registration.notify()).notified_owned()));
+                    *this.stage = Stage::Read(store.read(this.id, *this.from, *this.max_events));
+                }
+                Stage::Done => return Poll::Pending,
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The service: pass everything through, except polls.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Method, Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::body::ReplyBody;
+use crate::client_id::{IdRejection, RequestHead};
+use crate::error::Rejection;
+use crate::future::{Drain, PollFuture, ResponseFuture};
+use crate::hub::Counters;
+use crate::hub::wait::{Refusal, Wait};
+use crate::layer::Shared;
+use crate::params;
+use crate::response::{self, Delivery};
+use crate::store::{ReadFrom, StoreError};
+
+/// Long-polling middleware: answers the polls of its routes itself and passes
+/// every other request to the inner service untouched.
+///
+/// Made by [`LongPollLayer`](crate::LongPollLayer). It keeps the inner
+/// service's error type; the layer's own answers (events, keepalives, bad
+/// input) are responses, never errors.
+pub struct LongPoll<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> LongPoll<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        LongPoll { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for LongPoll<S> {
+    fn clone(&self) -> Self {
+        LongPoll {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for LongPoll<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LongPoll")
+            .field("inner", &self.inner)
+            .field("layer", &*self.shared)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for LongPoll<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: Body + Send + 'static,
+{
+    type Response = Response<crate::LongPollBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is the inner service's: a poll does not call it, but any
+        // request might be one that does.
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if self.shared.match_route(&request).is_none() {
+            return ResponseFuture::inner(self.inner.call(request));
+        }
+        match start(&self.shared, request) {
+            Start::Reply(response) => ResponseFuture::reply(response),
+            Start::Poll(poll) => ResponseFuture::poll(poll),
+        }
+    }
+}
+
+enum Start {
+    Reply(Response<ReplyBody>),
+    Poll(Pin<Box<PollFuture>>),
+}
+
+/// Refuses a poll: counts it, logs it, answers it.
+pub(crate) fn refuse(shared: &Shared, rejection: Rejection) -> Response<ReplyBody> {
+    let counters = &shared.hub.inner.counters;
+    if rejection == Rejection::ShuttingDown {
+        Counters::add(&counters.shed);
+    } else {
+        Counters::add(&counters.rejected);
+    }
+    tracing::debug!(status = rejection.status().as_u16(), reason = %rejection, "poll refused");
+    response::rejection(&rejection, shared.retry_after_max)
+}
+
+pub(crate) fn refusal_rejection(shared: &Shared, refusal: Refusal) -> Rejection {
+    match refusal {
+        Refusal::PerId => Rejection::TooManyForId {
+            limit: shared.limits.per_id,
+        },
+        Refusal::Global => Rejection::TooManyParked,
+        Refusal::Ids => Rejection::TooManyIds,
+    }
+}
+
+/// Checks a poll and tries to answer it at once from the log; otherwise
+/// makes the future that parks it.
+fn start<B>(shared: &Arc<Shared>, request: Request<B>) -> Start
+where
+    B: Body + Send + 'static,
+{
+    let method = request.method();
+    let head = if method == Method::GET {
+        false
+    } else if method == Method::HEAD {
+        true
+    } else {
+        return Start::Reply(refuse(shared, Rejection::MethodNotAllowed));
+    };
+    let hub = &shared.hub;
+    let params_of_route = shared.match_route(&request).unwrap_or_default();
+    let id = match shared.client_id.extract(
+        &RequestHead::of(&request, params_of_route),
+        hub.max_id_len(),
+    ) {
+        Ok(id) => id,
+        Err(IdRejection::Missing) => {
+            let source = shared.client_id.describe();
+            return Start::Reply(refuse(shared, Rejection::MissingId { source }));
+        }
+        Err(IdRejection::Invalid(invalid)) => {
+            return Start::Reply(refuse(shared, Rejection::InvalidId(invalid)));
+        }
+    };
+    let params = match params::parse(request.uri().query(), request.headers()) {
+        Ok(params) => params,
+        Err(rejection) => return Start::Reply(refuse(shared, rejection)),
+    };
+    if hub.is_shut_down() {
+        return Start::Reply(refuse(shared, Rejection::ShuttingDown));
+    }
+    let multipart = shared.max_batch > 1 && params.batch.is_some();
+    let max_events = if multipart {
+        params.batch.unwrap_or(1).min(shared.max_batch)
+    } else {
+        1
+    };
+    let from = params.cursor.map_or(ReadFrom::Delivered, ReadFrom::Cursor);
+    let wait_for = shared.wait_for(params.timeout);
+    let body = request.into_body();
+
+    let store = &hub.inner.store;
+    let (wait, drain) = if body.is_end_stream() {
+        // Most polls carry no body: try the log at once, without parking.
+        match store.read(&id, from, max_events).into_ready() {
+            Ok(Ok(result)) if !result.is_empty() => {
+                let delivery = Delivery {
+                    hub,
+                    id: &id,
+                    head,
+                    multipart,
+                };
+                return Start::Reply(response::events(delivery, result));
+            }
+            Ok(Ok(result)) => (
+                Wait::after_empty_read(
+                    hub.clone(),
+                    id.clone(),
+                    from,
+                    max_events,
+                    shared.limits,
+                    result.position(),
+                ),
+                None,
+            ),
+            Ok(Err(StoreError::TooManyIds { .. })) => {
+                return Start::Reply(refuse(shared, Rejection::TooManyIds));
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(client_id = &*id, error = %err, "reading the event log failed");
+                return Start::Reply(refuse(shared, Rejection::StoreUnavailable));
+            }
+            Err(pending) => (
+                Wait::after_pending_read(
+                    hub.clone(),
+                    id.clone(),
+                    from,
+                    max_events,
+                    shared.limits,
+                    pending,
+                ),
+                None,
+            ),
+        }
+    } else {
+        (
+            Wait::new(hub.clone(), id.clone(), from, max_events, shared.limits),
+            Some(Drain::new(body, shared.max_request_body)),
+        )
+    };
+    Start::Poll(Box::pin(PollFuture::new(
+        Arc::clone(shared),
+        id,
+        head,
+        multipart,
+        wait,
+        drain,
+        wait_for,
+    )))
+}
