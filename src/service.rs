@@ -186,7 +186,6 @@ where
                 Wait::after_empty_read(
                     hub.clone(),
                     id.clone(),
-                    from,
                     max_events,
                     shared.limits,
                     result.position(),

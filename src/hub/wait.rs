@@ -6,6 +6,11 @@
 //! seen by that read or signalled to the waiter afterwards. A waiter holds no
 //! event while it waits, so dropping it (the client went away) consumes
 //! nothing.
+//!
+//! A poll without a cursor takes the id's delivery position at its first
+//! read and waits for what comes after *that* position, as if it had sent it
+//! as its cursor: another tab of the same id taking an event first must not
+//! make this one miss it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -102,14 +107,16 @@ impl Wait {
     }
 
     /// A wait whose first read, done by the caller, found nothing after `position`.
+    /// From then on it waits for what comes after `position`, whether the
+    /// client sent it as its cursor or it is the id's delivery position.
     pub(crate) fn after_empty_read(
         hub: Hub,
         id: Arc<str>,
-        from: ReadFrom,
         max_events: usize,
         limits: Limits,
         position: Cursor,
     ) -> Self {
+        let from = ReadFrom::Cursor(position);
         Self::at(
             hub,
             id,
@@ -185,6 +192,7 @@ impl Future for Wait {
                             *this.stage = Stage::Done;
                             return Poll::Ready(WaitOutcome::Events(result));
                         }
+                        *this.from = ReadFrom::Cursor(result.position());
                         *this.stage = Stage::Register;
                     }
                     Err(StoreError::TooManyIds { .. }) => {
