@@ -241,14 +241,17 @@ impl fmt::Debug for ClientId {
     }
 }
 
-/// Percent-encoding can triple an id; anything longer cannot decode to an
-/// acceptable id, so it is refused before decoding.
+/// Refuses an over-long id before decoding it, measuring its decoded length
+/// without allocating (a `+` decodes to one byte, like any other).
 fn check_raw_len(raw: &str, max_len: usize) -> Result<(), IdRejection> {
-    if raw.len() > max_len.saturating_mul(3) {
-        return Err(IdRejection::Invalid(InvalidId::TooLong {
-            len: raw.len(),
-            limit: max_len,
-        }));
+    if raw.len() > max_len {
+        let len = percent_decode_str(raw).count();
+        if len > max_len {
+            return Err(IdRejection::Invalid(InvalidId::TooLong {
+                len,
+                limit: max_len,
+            }));
+        }
     }
     Ok(())
 }
@@ -286,7 +289,7 @@ pub enum InvalidId {
     Empty,
     /// The id is longer than the limit, in bytes once decoded.
     TooLong {
-        /// Its length in bytes (before decoding when it was refused before decoding).
+        /// Its length in bytes, once decoded.
         len: usize,
         /// The limit in bytes.
         limit: usize,
