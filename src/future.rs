@@ -97,7 +97,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-type DrainFuture = Pin<Box<dyn Future<Output = Result<(), Rejection>> + Send>>;
+pub(crate) type DrainFuture = Pin<Box<dyn Future<Output = Result<(), Rejection>> + Send>>;
 
 pin_project! {
     /// A poll between its arrival and its answer.
@@ -216,19 +216,15 @@ impl Future for PollFuture {
 
 /// Reads and discards the body of a poll, so that hyper watches the
 /// connection for a disconnect while the poll is parked.
-pub(crate) struct Drain;
-
-impl Drain {
-    pub(crate) fn new<B>(body: B, limit: usize) -> DrainFuture
-    where
-        B: Body + Send + 'static,
-    {
-        Box::pin(Draining {
-            body: Box::pin(body),
-            read: 0,
-            limit,
-        })
-    }
+pub(crate) fn drain_body<B>(body: B, limit: usize) -> DrainFuture
+where
+    B: Body + Send + 'static,
+{
+    Box::pin(Draining {
+        body: Box::pin(body),
+        read: 0,
+        limit,
+    })
 }
 
 struct Draining<B> {

@@ -1,7 +1,6 @@
 //! The service: pass everything through, except polls.
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -12,7 +11,7 @@ use tower_service::Service;
 use crate::body::ReplyBody;
 use crate::client_id::{IdRejection, RequestHead};
 use crate::error::Rejection;
-use crate::future::{Drain, PollFuture, ResponseFuture};
+use crate::future::{PollFuture, ResponseFuture, drain_body};
 use crate::hub::Counters;
 use crate::hub::wait::{Refusal, Wait};
 use crate::layer::Shared;
@@ -89,16 +88,8 @@ where
         if self.shared.match_route(&request).is_none() {
             return ResponseFuture::inner(self.inner.call(request));
         }
-        match start(&self.shared, request) {
-            Start::Reply(response) => ResponseFuture::reply(response),
-            Start::Poll(poll) => ResponseFuture::poll(poll),
-        }
+        start(&self.shared, request)
     }
-}
-
-enum Start {
-    Reply(Response<ReplyBody>),
-    Poll(Pin<Box<PollFuture>>),
 }
 
 /// Refuses a poll: counts it, logs it, answers it.
@@ -125,7 +116,7 @@ pub(crate) fn refusal_rejection(shared: &Shared, refusal: Refusal) -> Rejection 
 
 /// Checks a poll and tries to answer it at once from the log; otherwise
 /// makes the future that parks it.
-fn start<B>(shared: &Arc<Shared>, request: Request<B>) -> Start
+fn start<B, F>(shared: &Arc<Shared>, request: Request<B>) -> ResponseFuture<F>
 where
     B: Body + Send + 'static,
 {
@@ -135,7 +126,7 @@ where
     } else if method == Method::HEAD {
         true
     } else {
-        return Start::Reply(refuse(shared, Rejection::MethodNotAllowed));
+        return ResponseFuture::reply(refuse(shared, Rejection::MethodNotAllowed));
     };
     let hub = &shared.hub;
     let params_of_route = shared.match_route(&request).unwrap_or_default();
@@ -146,18 +137,18 @@ where
         Ok(id) => id,
         Err(IdRejection::Missing) => {
             let source = shared.client_id.describe();
-            return Start::Reply(refuse(shared, Rejection::MissingId { source }));
+            return ResponseFuture::reply(refuse(shared, Rejection::MissingId { source }));
         }
         Err(IdRejection::Invalid(invalid)) => {
-            return Start::Reply(refuse(shared, Rejection::InvalidId(invalid)));
+            return ResponseFuture::reply(refuse(shared, Rejection::InvalidId(invalid)));
         }
     };
     let params = match params::parse(request.uri().query(), request.headers()) {
         Ok(params) => params,
-        Err(rejection) => return Start::Reply(refuse(shared, rejection)),
+        Err(rejection) => return ResponseFuture::reply(refuse(shared, rejection)),
     };
     if hub.is_shut_down() {
-        return Start::Reply(refuse(shared, Rejection::ShuttingDown));
+        return ResponseFuture::reply(refuse(shared, Rejection::ShuttingDown));
     }
     let multipart = shared.max_batch > 1 && params.batch.is_some();
     let max_events = if multipart {
@@ -180,7 +171,7 @@ where
                     head,
                     multipart,
                 };
-                return Start::Reply(response::events(delivery, result));
+                return ResponseFuture::reply(response::events(delivery, result));
             }
             Ok(Ok(result)) => (
                 Wait::after_empty_read(
@@ -193,11 +184,11 @@ where
                 None,
             ),
             Ok(Err(StoreError::TooManyIds { .. })) => {
-                return Start::Reply(refuse(shared, Rejection::TooManyIds));
+                return ResponseFuture::reply(refuse(shared, Rejection::TooManyIds));
             }
             Ok(Err(err)) => {
                 tracing::warn!(client_id = &*id, error = %err, "reading the event log failed");
-                return Start::Reply(refuse(shared, Rejection::StoreUnavailable));
+                return ResponseFuture::reply(refuse(shared, Rejection::StoreUnavailable));
             }
             Err(pending) => (
                 Wait::after_pending_read(
@@ -214,10 +205,10 @@ where
     } else {
         (
             Wait::new(hub.clone(), id.clone(), from, max_events, shared.limits),
-            Some(Drain::new(body, shared.max_request_body)),
+            Some(drain_body(body, shared.max_request_body)),
         )
     };
-    Start::Poll(Box::pin(PollFuture::new(
+    ResponseFuture::poll(Box::pin(PollFuture::new(
         Arc::clone(shared),
         id,
         head,

@@ -15,10 +15,12 @@ use tokio::sync::Notify;
 const SHARDS: usize = 32;
 
 pub(crate) struct Registry {
-    shards: Box<[Mutex<HashMap<Arc<str>, Slot>>]>,
+    shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     parked: AtomicUsize,
 }
+
+type Shard = HashMap<Arc<str>, Slot>;
 
 struct Slot {
     notify: Arc<Notify>,
@@ -50,7 +52,7 @@ impl Registry {
         }
     }
 
-    fn shard(&self, id: &str) -> MutexGuard<'_, HashMap<Arc<str>, Slot>> {
+    fn shard(&self, id: &str) -> MutexGuard<'_, Shard> {
         let index = (self.hasher.hash_one(id) as usize) % self.shards.len();
         self.shards[index]
             .lock()

@@ -32,7 +32,7 @@ pub struct MemoryStore {
 }
 
 /// Sets the limits of a [`MemoryStore`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MemoryStoreBuilder {
     config: Config,
 }
@@ -90,14 +90,6 @@ struct Kept {
     seq: u64,
     kept_at: Instant,
     event: Event,
-}
-
-impl Default for MemoryStoreBuilder {
-    fn default() -> Self {
-        MemoryStoreBuilder {
-            config: Config::default(),
-        }
-    }
 }
 
 impl MemoryStoreBuilder {
@@ -510,10 +502,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn ready<T>(future: StoreFuture<T>) -> T {
-        future
-            .into_ready()
-            .ok()
-            .expect("the memory store answers at once")
+        match future.into_ready() {
+            Ok(value) => value,
+            Err(_) => panic!("the memory store answers at once"),
+        }
     }
 
     fn append(store: &MemoryStore, id: &str, n: u64) -> Cursor {
