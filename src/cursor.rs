@@ -98,6 +98,14 @@ impl EncodedCursor {
     }
 }
 
+/// Cursors of one epoch are ordered by sequence number; cursors of
+/// different epochs are not comparable (`partial_cmp` is `None`).
+impl PartialOrd for Cursor {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (self.epoch == other.epoch).then(|| self.seq.cmp(&other.seq))
+    }
+}
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.encode().as_str())
@@ -175,6 +183,13 @@ mod tests {
             "ffffffffffffffff-18446744073709551615"
         );
         assert_eq!(cursor.encode().etag(), "\"8f3a09c1d2e4b750-42\"");
+    }
+
+    #[test]
+    fn cursors_order_within_an_epoch_only() {
+        assert!(Cursor::new(1, 2) < Cursor::new(1, 3));
+        assert!(Cursor::new(1, 3) > Cursor::new(1, 2));
+        assert_eq!(Cursor::new(1, 9).partial_cmp(&Cursor::new(2, 1)), None);
     }
 
     #[test]
