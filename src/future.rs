@@ -207,6 +207,12 @@ impl Future for PollFuture {
             return Poll::Ready(refuse(shared, Rejection::ShuttingDown));
         }
         ready!(this.sleep.poll(cx));
+        if this.wait.position().is_none() {
+            // The first read of a slow store has not answered yet: without it
+            // the keepalive could not carry the client's cursor. It answers
+            // within the store's own timeout, and wakes this task when it does.
+            return Poll::Pending;
+        }
         *this.finished = true;
         Counters::add(&shared.hub.inner.counters.timed_out);
         tracing::trace!(client_id = &**this.id, "poll timed out");

@@ -10,6 +10,8 @@
 
 mod future;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -17,6 +19,9 @@ use std::sync::Weak;
 
 pub use self::future::StoreFuture;
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{RedisStore, RedisStoreBuilder};
 
 use crate::cursor::Cursor;
 use crate::event::{Event, StoredEvent};
