@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::example::{Example, eventually_metric, example_path};
 use common::{Conn, PATIENCE, TestServer, eventually, get, within};
 use http::StatusCode;
 use tower_longpoll::store::{RedisStore, StoreError};
@@ -390,4 +391,65 @@ async fn redis_stopped_and_restarted_loses_nothing_that_was_accepted() {
         cursor = reply.cursor();
     }
     assert_eq!(seen, accepted);
+}
+
+#[tokio::test]
+async fn two_demos_on_one_redis_share_events() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("lp-demo-{:016x}", fastrand::u64(..));
+    let a = Example::start("demo", &["--redis", &url, "--redis-prefix", &prefix]).await;
+    let b = Example::start("demo", &["--redis", &url, "--redis-prefix", &prefix]).await;
+
+    let mut poll = Conn::connect(a.addr).await;
+    poll.send("GET", "/poll/zoe", &[]).await;
+    eventually_metric(a.addr, "longpoll_waiters", 1).await;
+    let mut publish = Conn::connect(b.addr).await;
+    publish.send_with_body("POST", "/publish/zoe", &[], b"via b").await;
+    assert_eq!(publish.response(false).await.status, StatusCode::ACCEPTED);
+    assert_eq!(poll.response(false).await.text(), "via b");
+
+    assert_eq!(a.terminate().await.code(), Some(0));
+    assert_eq!(b.terminate().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn the_demo_refuses_to_start_without_its_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = tokio::process::Command::new(example_path("demo"))
+        .args(["--listen", "127.0.0.1:0", "--redis", &format!("redis://127.0.0.1:{port}")])
+        .output();
+    let output = within("the demo to give up", output).await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect to Redis at redis://127.0.0.1:"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_demo_answers_503_to_publishes_while_redis_is_away() {
+    let mut redis = PrivateRedis::start().await;
+    let demo = Example::start("demo", &["--redis", &redis.url()]).await;
+    let mut publish = Conn::connect(demo.addr).await;
+    publish.send_with_body("POST", "/publish/kit", &[], b"one").await;
+    assert_eq!(publish.response(false).await.status, StatusCode::ACCEPTED);
+
+    redis.stop().await;
+    publish.send_with_body("POST", "/publish/kit", &[], b"two").await;
+    let refused = publish.response(false).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.header("retry-after").is_some());
+    assert!(refused.text().contains("backend"), "{}", refused.text());
+
+    redis.run().await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        publish.send_with_body("POST", "/publish/kit", &[], b"three").await;
+        let reply = publish.response(false).await;
+        if reply.status == StatusCode::ACCEPTED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "publishing never recovered");
+    }
+    let first = get(demo.addr, "/poll/kit").await;
+    assert_eq!(first.text(), "one");
+    assert_eq!(demo.terminate().await.code(), Some(0));
 }

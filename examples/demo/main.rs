@@ -49,6 +49,14 @@ struct Args {
     /// Most polls parked at once in all.
     #[arg(long, default_value_t = 100_000)]
     max_waiters: usize,
+    /// Keep events in Redis at this URL (redis://host:port), shared with other
+    /// nodes started with the same URL and prefix. Needs the `redis` feature:
+    /// `cargo run --release --features redis --example demo -- --redis URL`.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// The prefix of the Redis keys and channels.
+    #[arg(long, default_value = "longpoll", requires = "redis")]
+    redis_prefix: String,
 }
 
 #[tokio::main]
@@ -65,7 +73,10 @@ async fn main() -> std::io::Result<()> {
         std::process::exit(2);
     }
 
-    let hub = Hub::new();
+    let hub = match &args.redis {
+        None => Hub::new(),
+        Some(url) => redis_hub(url, &args.redis_prefix).await,
+    };
     let longpoll = LongPollLayer::builder()
         .hub(hub.clone())
         .route("/poll/{client}")
@@ -122,6 +133,31 @@ async fn main() -> std::io::Result<()> {
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A hub whose events live in Redis; exits with a clear message when Redis
+/// cannot be reached.
+#[cfg(feature = "redis")]
+async fn redis_hub(url: &str, prefix: &str) -> Hub {
+    match tower_longpoll::store::RedisStore::builder(url)
+        .prefix(prefix)
+        .connect()
+        .await
+    {
+        Ok(store) => Hub::builder().store(store).build(),
+        Err(err) => {
+            eprintln!("demo: {err}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_hub(_url: &str, _prefix: &str) -> Hub {
+    eprintln!(
+        "demo: --redis needs the redis feature: cargo run --release --features redis --example demo -- --redis URL"
+    );
+    std::process::exit(2);
 }
 
 async fn index() -> Html<&'static str> {
