@@ -82,7 +82,7 @@ impl ReplyBody {
 
     pub(crate) fn event(data: Bytes, commit: Commit) -> Self {
         ReplyBody {
-            data: Some(data),
+            data: (!data.is_empty()).then_some(data),
             commit: Some(commit),
         }
     }
@@ -162,6 +162,11 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
+            // An empty event must still be polled, or its delivery is never
+            // committed: with an exact size of 0, HTTP/1 skips the body.
+            Kind::Reply { reply } if reply.data.is_none() && reply.commit.is_some() => {
+                SizeHint::default()
+            }
             Kind::Reply { reply } => {
                 SizeHint::with_exact(reply.data.as_ref().map_or(0, |d| d.len() as u64))
             }

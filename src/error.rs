@@ -72,6 +72,7 @@ pub(crate) enum Rejection {
         limit: usize,
     },
     BodyUnreadable,
+    BodyTimeout,
     TooManyForId {
         limit: usize,
     },
@@ -93,6 +94,7 @@ impl Rejection {
             | Rejection::DuplicateParameter(_)
             | Rejection::BodyUnreadable => StatusCode::BAD_REQUEST,
             Rejection::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::TooManyForId { .. } => StatusCode::TOO_MANY_REQUESTS,
             Rejection::TooManyParked
             | Rejection::TooManyIds
@@ -141,6 +143,9 @@ impl fmt::Display for Rejection {
                 "a long-poll request may carry at most {limit} bytes of body"
             ),
             Rejection::BodyUnreadable => f.write_str("the request body could not be read"),
+            Rejection::BodyTimeout => {
+                f.write_str("the request body did not arrive before the poll's timeout")
+            }
             Rejection::TooManyForId { limit } => write!(
                 f,
                 "this client id already has {limit} polls waiting, its limit; retry later"

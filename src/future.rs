@@ -191,6 +191,10 @@ impl Future for PollFuture {
                         };
                         response::events(delivery, result)
                     }
+                    WaitOutcome::Empty => {
+                        Counters::add(&shared.hub.inner.counters.timed_out);
+                        response::keepalive(&shared.keepalive, this.wait.position())
+                    }
                     WaitOutcome::Refused(refusal) => {
                         refuse(shared, refusal_rejection(shared, refusal))
                     }
@@ -207,6 +211,10 @@ impl Future for PollFuture {
             return Poll::Ready(refuse(shared, Rejection::ShuttingDown));
         }
         ready!(this.sleep.poll(cx));
+        if this.drain.is_some() {
+            *this.finished = true;
+            return Poll::Ready(refuse(shared, Rejection::BodyTimeout));
+        }
         if this.wait.position().is_none() {
             // The first read of a slow store has not answered yet: without it
             // the keepalive could not carry the client's cursor. It answers

@@ -61,10 +61,15 @@ impl Shared {
     }
 }
 
+/// No poll waits longer than a day: it keeps deadline arithmetic far from
+/// overflow, and nothing is gained by waiting longer.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Builds a [`LongPollLayer`].
 ///
 /// Only a route is required. The defaults: a fresh in-memory [`Hub`], the id
-/// from the route's only `{param}`, a 30 s timeout with ±10 % jitter (clients
+/// from the `{param}` of the routes (when every route has that one and only
+/// it), a 30 s timeout with ±10 % jitter (clients
 /// may ask for up to 30 s), `204 No Content` keepalives, 8 parked polls per
 /// id, 100,000 parked polls in all, no batching, `Retry-After` from 1 to 5 s,
 /// and at most 16 KiB of request body on a poll.
@@ -131,21 +136,24 @@ impl LongPollLayerBuilder {
         self
     }
 
-    /// Where the client id comes from (default: the only `{param}` of the routes).
+    /// Where the client id comes from (default: the `{param}` of the routes,
+    /// when every route has exactly that one).
     pub fn client_id(mut self, client_id: ClientId) -> Self {
         self.client_id = Some(client_id);
         self
     }
 
-    /// How long a poll waits for an event before the keepalive (default 30 s).
+    /// How long a poll waits for an event before the keepalive (default
+    /// 30 s, at most a day).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = timeout.min(MAX_TIMEOUT);
         self
     }
 
-    /// The longest wait a client may ask for with `?timeout=` (default: the timeout).
+    /// The longest wait a client may ask for with `?timeout=` (default: the
+    /// timeout, at most a day).
     pub fn max_timeout(mut self, max: Duration) -> Self {
-        self.max_timeout = Some(max);
+        self.max_timeout = Some(max.min(MAX_TIMEOUT));
         self
     }
 
@@ -206,9 +214,10 @@ impl LongPollLayerBuilder {
     /// Builds the layer.
     ///
     /// # Panics
-    /// When no route was given, when no client id was given and the routes
-    /// do not have exactly one `{param}` between them, or when the client id
-    /// is a path parameter that some route does not have.
+    /// When no route was given, when no client id was given and the first
+    /// pattern route does not have exactly one `{param}`, or when the client
+    /// id is a path parameter that some route (or a predicate route) does
+    /// not have.
     pub fn build(self) -> LongPollLayer {
         assert!(
             !self.routes.is_empty(),

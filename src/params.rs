@@ -39,21 +39,23 @@ pub(crate) fn parse(query: Option<&str>, headers: &HeaderMap) -> Result<PollPara
         }
     }
 
-    let cursor = if let Some(since) = since {
+    // The first cursor given wins; an empty one counts as not given, so that
+    // `?since=` with nothing in it does not hide a header that has a cursor.
+    let mut cursor = None;
+    if let Some(since) = since.filter(|since| !since.is_empty()) {
         let decoded = decode_query_component(since);
-        let text = std::str::from_utf8(&decoded).map_err(|_| Rejection::MalformedCursor {
-            source: "the query parameter `since`",
-            reason: "it is not valid UTF-8",
-        })?;
-        parse_cursor_text(text, "the query parameter `since`")?
-    } else if let Some(value) = headers.get(LAST_EVENT_ID) {
-        let text = std::str::from_utf8(value.as_bytes()).unwrap_or("\u{fffd}");
-        parse_cursor_text(text.trim(), "the header `Last-Event-ID`")?
-    } else if let Some(value) = headers.get(IF_NONE_MATCH) {
-        Some(parse_entity_tag(value.as_bytes())?)
-    } else {
-        None
-    };
+        cursor = parse_cursor_bytes(&decoded, "the query parameter `since`")?;
+    }
+    if cursor.is_none() {
+        if let Some(value) = headers.get(LAST_EVENT_ID) {
+            cursor = parse_cursor_bytes(value.as_bytes(), "the header `Last-Event-ID`")?;
+        }
+    }
+    if cursor.is_none() {
+        if let Some(value) = headers.get(IF_NONE_MATCH).filter(|value| !value.is_empty()) {
+            cursor = Some(parse_entity_tag(value.as_bytes())?);
+        }
+    }
 
     let timeout = timeout
         .map(|value| {
@@ -84,6 +86,14 @@ fn name_of(name: &str) -> &'static str {
 
 /// An empty cursor means "no cursor": clients that interpolate a missing
 /// cursor into `?since=` or send an empty `Last-Event-ID` start afresh.
+fn parse_cursor_bytes(bytes: &[u8], source: &'static str) -> Result<Option<Cursor>, Rejection> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Rejection::MalformedCursor {
+        source,
+        reason: "it is not valid UTF-8",
+    })?;
+    parse_cursor_text(text.trim(), source)
+}
+
 fn parse_cursor_text(text: &str, source: &'static str) -> Result<Option<Cursor>, Rejection> {
     if text.is_empty() {
         return Ok(None);
@@ -197,15 +207,6 @@ mod tests {
         parse(None, &headers)
     }
 
-    // `parse_cursor_text` etc. take `&[u8]`-decoded text through Cow; a
-    // decoded `since` that is not UTF-8 must be refused, not replaced.
-    fn parse_cursor_bytes(bytes: &[u8]) -> Result<Option<Cursor>, Rejection> {
-        parse_cursor_text(
-            std::str::from_utf8(bytes).unwrap_or("\u{fffd}"),
-            "the query parameter `since`",
-        )
-    }
-
     #[test]
     fn cursor_sources_in_order_of_precedence() {
         let cursor = Cursor::new(7, 3);
@@ -246,9 +247,18 @@ mod tests {
     }
 
     #[test]
-    fn empty_cursors_mean_no_cursor() {
+    fn empty_cursors_mean_no_cursor_and_hide_nothing() {
         assert_eq!(parse_query("since=").unwrap().cursor, None);
         assert_eq!(with_header("last-event-id", "").unwrap().cursor, None);
+        assert_eq!(with_header("if-none-match", "").unwrap().cursor, None);
+        let cursor = Cursor::new(9, 9);
+        let mut headers = HeaderMap::new();
+        headers.insert("last-event-id", "".parse().unwrap());
+        headers.insert("if-none-match", format!("\"{cursor}\"").parse().unwrap());
+        assert_eq!(
+            parse(Some("since="), &headers).unwrap().cursor,
+            Some(cursor)
+        );
     }
 
     #[test]
@@ -257,7 +267,13 @@ mod tests {
             parse_query("since=abc"),
             Err(Rejection::MalformedCursor { .. })
         ));
-        assert!(parse_cursor_bytes(&[0xff]).is_err());
+        assert_eq!(
+            parse_cursor_bytes(&[0xff], "x"),
+            Err(Rejection::MalformedCursor {
+                source: "x",
+                reason: "it is not valid UTF-8"
+            })
+        );
         for value in ["*", "\"a\", \"b\"", "abc", "\"0000000000000000-1", "W/abc"] {
             assert!(
                 matches!(

@@ -102,9 +102,9 @@ fn multipart(result: &ReadResult) -> (HeaderValue, Bytes) {
 /// A random boundary that occurs in none of the parts.
 fn boundary_for<'a>(parts: impl Iterator<Item = &'a Bytes> + Clone) -> String {
     loop {
-        let boundary: String = std::iter::once("lp-".to_owned())
-            .chain((0..24).map(|_| fastrand::alphanumeric().to_string()))
-            .collect();
+        let mut boundary = String::with_capacity(27);
+        boundary.push_str("lp-");
+        boundary.extend((0..24).map(|_| fastrand::alphanumeric()));
         let needle = boundary.as_bytes();
         let clash = parts
             .clone()

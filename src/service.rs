@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Method, Request, Response};
 use http_body::Body;
@@ -85,10 +86,16 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        if self.shared.match_route(&request).is_none() {
-            return ResponseFuture::inner(self.inner.call(request));
-        }
-        start(&self.shared, request)
+        let shared = &self.shared;
+        // The id is taken while the route's path parameters borrow the
+        // request; the request is moved only after.
+        let id = match shared.match_route(&request) {
+            None => return ResponseFuture::inner(self.inner.call(request)),
+            Some(params) => shared
+                .client_id
+                .extract(&RequestHead::of(&request, params), shared.hub.max_id_len()),
+        };
+        start(shared, request, id)
     }
 }
 
@@ -116,7 +123,11 @@ pub(crate) fn refusal_rejection(shared: &Shared, refusal: Refusal) -> Rejection 
 
 /// Checks a poll and tries to answer it at once from the log; otherwise
 /// makes the future that parks it.
-fn start<B, F>(shared: &Arc<Shared>, request: Request<B>) -> ResponseFuture<F>
+fn start<B, F>(
+    shared: &Arc<Shared>,
+    request: Request<B>,
+    id: Result<Arc<str>, IdRejection>,
+) -> ResponseFuture<F>
 where
     B: Body + Send + 'static,
 {
@@ -128,12 +139,7 @@ where
     } else {
         return ResponseFuture::reply(refuse(shared, Rejection::MethodNotAllowed));
     };
-    let hub = &shared.hub;
-    let params_of_route = shared.match_route(&request).unwrap_or_default();
-    let id = match shared.client_id.extract(
-        &RequestHead::of(&request, params_of_route),
-        hub.max_id_len(),
-    ) {
+    let id = match id {
         Ok(id) => id,
         Err(IdRejection::Missing) => {
             let source = shared.client_id.describe();
@@ -147,6 +153,7 @@ where
         Ok(params) => params,
         Err(rejection) => return ResponseFuture::reply(refuse(shared, rejection)),
     };
+    let hub = &shared.hub;
     if hub.is_shut_down() {
         return ResponseFuture::reply(refuse(shared, Rejection::ShuttingDown));
     }
@@ -157,13 +164,15 @@ where
         1
     };
     let from = params.cursor.map_or(ReadFrom::Delivered, ReadFrom::Cursor);
+    // A client that asks for no wait only reads: it never takes a parking slot.
+    let park = params.timeout != Some(Duration::ZERO);
     let wait_for = shared.wait_for(params.timeout);
     let body = request.into_body();
+    let limits = shared.limits;
 
-    let store = &hub.inner.store;
     let (wait, drain) = if body.is_end_stream() {
         // Most polls carry no body: try the log at once, without parking.
-        match store.read(&id, from, max_events).into_ready() {
+        match hub.inner.store.read(&id, from, max_events).into_ready() {
             Ok(Ok(result)) if !result.is_empty() => {
                 let delivery = Delivery {
                     hub,
@@ -173,16 +182,17 @@ where
                 };
                 return ResponseFuture::reply(response::events(delivery, result));
             }
-            Ok(Ok(result)) => (
-                Wait::after_empty_read(
-                    hub.clone(),
-                    id.clone(),
-                    max_events,
-                    shared.limits,
-                    result.position(),
-                ),
-                None,
-            ),
+            Ok(Ok(result)) if !park => {
+                Counters::add(&hub.inner.counters.timed_out);
+                let position = Some(result.position());
+                return ResponseFuture::reply(response::keepalive(&shared.keepalive, position));
+            }
+            Ok(Ok(result)) => {
+                let position = result.position();
+                let wait =
+                    Wait::after_empty_read(hub.clone(), id.clone(), max_events, limits, position);
+                (wait, None)
+            }
             Ok(Err(StoreError::TooManyIds { .. })) => {
                 return ResponseFuture::reply(refuse(shared, Rejection::TooManyIds));
             }
@@ -190,23 +200,24 @@ where
                 tracing::warn!(client_id = &*id, error = %err, "reading the event log failed");
                 return ResponseFuture::reply(refuse(shared, Rejection::StoreUnavailable));
             }
-            Err(pending) => (
-                Wait::after_pending_read(
+            Err(pending) => {
+                let wait = Wait::after_pending_read(
                     hub.clone(),
                     id.clone(),
                     from,
                     max_events,
-                    shared.limits,
+                    limits,
+                    park,
                     pending,
-                ),
-                None,
-            ),
+                );
+                (wait, None)
+            }
         }
     } else {
-        (
-            Wait::new(hub.clone(), id.clone(), from, max_events, shared.limits),
-            Some(drain_body(body, shared.max_request_body)),
-        )
+        // The log is read only once the body is in: reading it before could
+        // hand out a position that moved meanwhile.
+        let wait = Wait::new(hub.clone(), id.clone(), from, max_events, limits, park);
+        (wait, Some(drain_body(body, shared.max_request_body)))
     };
     ResponseFuture::poll(Box::pin(PollFuture::new(
         Arc::clone(shared),

@@ -281,3 +281,20 @@ async fn the_server_still_serves_after_all_that() {
     assert_eq!(get(addr, "/poll/fine").await.text(), "ok");
     assert_eq!(get(addr, "/").await.text(), "index");
 }
+
+#[tokio::test]
+async fn a_body_that_never_finishes_is_answered_408_at_the_timeout() {
+    let server = server().await;
+    let mut conn = Conn::connect(server.addr).await;
+    // Announces 1,000 bytes, sends 10.
+    conn.send_with_body("GET", "/poll/slow", &[("content-length", "1000")], b"")
+        .await;
+    conn.send_raw(b"0123456789").await;
+    let reply = conn.response(false).await;
+    assert_refused(
+        &reply,
+        StatusCode::REQUEST_TIMEOUT,
+        "did not arrive before the poll's timeout",
+    );
+    assert_eq!(server.hub.stats().parked, 0);
+}

@@ -212,4 +212,3 @@ async fn the_demo_publishes_polls_measures_and_shuts_down() {
         assert!(reply.header("retry-after").is_some());
     }
 }
-

@@ -484,3 +484,50 @@ async fn a_thousand_events_reach_a_client_in_order_through_a_poll_loop() {
     .await;
     publisher.await.unwrap();
 }
+
+#[tokio::test]
+async fn an_empty_event_is_delivered_once_to_a_client_without_cursor() {
+    let server = server().await;
+    let cursor = server.hub.publish("pam", Event::new("")).await.unwrap();
+    let mut conn = Conn::connect(server.addr).await;
+    conn.send("GET", "/poll/pam", &[]).await;
+    let reply = conn.response(false).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.is_empty());
+    assert_eq!(reply.cursor(), cursor.to_string());
+    eventually("the delivery is committed", || {
+        server.hub.stats().delivered == 1
+    })
+    .await;
+    conn.send("GET", "/poll/pam?timeout=0", &[]).await;
+    let next = conn.response(false).await;
+    assert_eq!(next.status, StatusCode::NO_CONTENT, "not delivered again");
+    assert_eq!(next.cursor(), cursor.to_string());
+}
+
+#[tokio::test]
+async fn a_zero_timeout_only_reads_and_never_takes_a_parking_slot() {
+    let hub = Hub::new();
+    let layer = LongPollLayer::builder()
+        .hub(hub.clone())
+        .route("/poll/{client}")
+        .max_per_id(1)
+        .build();
+    let server = TestServer::start(layer).await;
+    let mut held = Conn::connect(server.addr).await;
+    held.send("GET", "/poll/quinn", &[]).await;
+    server.parked(1).await;
+    assert_eq!(
+        get(server.addr, "/poll/quinn").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let check = get(server.addr, "/poll/quinn?timeout=0").await;
+    assert_eq!(
+        check.status,
+        StatusCode::NO_CONTENT,
+        "a check is not refused by the per-id limit"
+    );
+    assert!(check.header("etag").is_some());
+    hub.publish("quinn", Event::new("x")).await.unwrap();
+    assert_eq!(held.response(false).await.text(), "x");
+}

@@ -33,7 +33,9 @@ async fn store(url: &str, prefix: &str) -> RedisStore {
         .prefix(prefix)
         .connect()
         .await
-        .unwrap_or_else(|err| panic!("{err} (set REDIS_URL, or run scripts/test.sh, which starts one)"))
+        .unwrap_or_else(|err| {
+            panic!("{err} (set REDIS_URL, or run scripts/test.sh, which starts one)")
+        })
 }
 
 /// One node: a hub on the shared Redis and a server with the layer.
@@ -69,7 +71,11 @@ async fn a_cursor_from_one_node_is_understood_by_another() {
     let a = Node::start(&url, &prefix, Duration::from_secs(10)).await;
     let b = Node::start(&url, &prefix, Duration::from_secs(10)).await;
     let c1 = b.hub().publish("amy", Event::new("one")).await.unwrap();
-    let c2 = b.hub().publish("amy", Event::new("two").content_type("text/plain")).await.unwrap();
+    let c2 = b
+        .hub()
+        .publish("amy", Event::new("two").content_type("text/plain"))
+        .await
+        .unwrap();
     assert_eq!(c1.epoch(), c2.epoch());
     assert_eq!((c1.seq(), c2.seq()), (1, 2));
 
@@ -94,11 +100,15 @@ async fn a_poll_on_node_a_is_answered_by_a_publish_on_node_b_within_50_ms() {
     let mut cursor = String::new();
     for round in 0..5 {
         let mut conn = Conn::connect(a.server.addr).await;
-        conn.send("GET", &format!("/poll/ben?since={cursor}"), &[]).await;
+        conn.send("GET", &format!("/poll/ben?since={cursor}"), &[])
+            .await;
         a.server.parked(1).await;
         eventually("node A subscribed to ben", || a.store.subscribed_ids() == 1).await;
         let started = Instant::now();
-        b.hub().publish("ben", Event::new(format!("round {round}"))).await.unwrap();
+        b.hub()
+            .publish("ben", Event::new(format!("round {round}")))
+            .await
+            .unwrap();
         let reply = conn.response(false).await;
         latencies.push(started.elapsed());
         assert_eq!(reply.text(), format!("round {round}"));
@@ -119,14 +129,21 @@ async fn a_client_moving_to_another_node_with_its_cursor_gets_every_event_in_ord
 
     // Parked on A when A goes away.
     let mut conn = Conn::connect(a.server.addr).await;
-    conn.send("GET", &format!("/poll/cat?since={c0}"), &[]).await;
+    conn.send("GET", &format!("/poll/cat?since={c0}"), &[])
+        .await;
     a.server.parked(1).await;
     a.hub().shutdown();
-    assert_eq!(conn.response(false).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        conn.response(false).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     a.server.stop().await.unwrap();
 
     for n in 1..=5 {
-        b.hub().publish("cat", Event::new(format!("e{n}"))).await.unwrap();
+        b.hub()
+            .publish("cat", Event::new(format!("e{n}")))
+            .await
+            .unwrap();
     }
     let mut cursor = c0.to_string();
     for n in 1..=5 {
@@ -135,7 +152,11 @@ async fn a_client_moving_to_another_node_with_its_cursor_gets_every_event_in_ord
         assert_eq!(reply.header("longpoll-gap"), None);
         cursor = reply.cursor();
     }
-    let caught_up = get(b.server.addr, &format!("/poll/cat?since={cursor}&timeout=0")).await;
+    let caught_up = get(
+        b.server.addr,
+        &format!("/poll/cat?since={cursor}&timeout=0"),
+    )
+    .await;
     assert_eq!(caught_up.status, StatusCode::NO_CONTENT);
 }
 
@@ -158,7 +179,10 @@ async fn the_delivery_position_of_cursorless_clients_is_shared_by_the_nodes() {
     a.server.parked(0).await;
     a.server.stop().await.unwrap();
     for n in 2..=4 {
-        b.hub().publish("dot", Event::new(format!("e{n}"))).await.unwrap();
+        b.hub()
+            .publish("dot", Event::new(format!("e{n}")))
+            .await
+            .unwrap();
     }
     let mut conn = Conn::connect(b.server.addr).await;
     for n in 2..=4 {
@@ -189,7 +213,11 @@ async fn several_nodes_share_a_broadcast_id() {
         node.server.parked(3).await;
         eventually("subscribed", || node.store.subscribed_ids() == 1).await;
     }
-    nodes[0].hub().publish("news", Event::new("to everyone")).await.unwrap();
+    nodes[0]
+        .hub()
+        .publish("news", Event::new("to everyone"))
+        .await
+        .unwrap();
     for conn in &mut conns {
         assert_eq!(conn.response(false).await.text(), "to everyone");
     }
@@ -208,11 +236,23 @@ async fn a_publish_to_an_id_nobody_polls_wakes_no_node() {
     eventually("subscribed", || busy.store.subscribed_ids() == 1).await;
 
     for n in 0..50 {
-        publisher.hub().publish(format!("unwatched-{n}"), Event::new("x")).await.unwrap();
+        publisher
+            .hub()
+            .publish(format!("unwatched-{n}"), Event::new("x"))
+            .await
+            .unwrap();
     }
-    publisher.hub().publish("watched", Event::new("y")).await.unwrap();
+    publisher
+        .hub()
+        .publish("watched", Event::new("y"))
+        .await
+        .unwrap();
     assert_eq!(conn.response(false).await.text(), "y");
-    assert_eq!(idle.store.wakeups_received(), 0, "an idle node is never woken");
+    assert_eq!(
+        idle.store.wakeups_received(),
+        0,
+        "an idle node is never woken"
+    );
     assert_eq!(busy.store.wakeups_received(), 1, "only for the id it holds");
     assert_eq!(idle.store.subscribed_ids(), 0);
 }
@@ -228,8 +268,12 @@ async fn stats_count_the_ids_and_events_in_redis() {
         .unwrap();
     let hub = Hub::builder().store(store).build();
     for n in 0..3 {
-        hub.publish(format!("id-{n}"), Event::new("a")).await.unwrap();
-        hub.publish(format!("id-{n}"), Event::new("b")).await.unwrap();
+        hub.publish(format!("id-{n}"), Event::new("a"))
+            .await
+            .unwrap();
+        hub.publish(format!("id-{n}"), Event::new("b"))
+            .await
+            .unwrap();
     }
     eventually("ids and events counted", || {
         let stats = hub.stats();
@@ -240,18 +284,29 @@ async fn stats_count_the_ids_and_events_in_redis() {
 
 #[tokio::test]
 async fn redis_unreachable_at_start_is_a_clear_error() {
-    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("redis://127.0.0.1:{port}");
     let started = Instant::now();
     let err = RedisStore::builder(&url).connect().await.unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, StoreError::Backend(_)));
-    assert!(message.contains(&format!("cannot connect to Redis at {url}")), "{message}");
+    assert!(
+        message.contains(&format!("cannot connect to Redis at {url}")),
+        "{message}"
+    );
     assert!(started.elapsed() < PATIENCE);
 
-    let err = RedisStore::builder("http://not-redis").connect().await.unwrap_err();
+    let err = RedisStore::builder("http://not-redis")
+        .connect()
+        .await
+        .unwrap_err();
     assert!(
-        err.to_string().contains("cannot use Redis at http://not-redis: expected a redis:// or rediss:// URL"),
+        err.to_string()
+            .contains("cannot use Redis at http://not-redis: expected a redis:// or rediss:// URL"),
         "{err}"
     );
 }
@@ -270,7 +325,11 @@ impl PrivateRedis {
     }
 
     async fn start() -> PrivateRedis {
-        let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let dir = std::env::temp_dir().join(format!("lp-redis-{port}-{:08x}", fastrand::u32(..)));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = PrivateRedis {
@@ -288,14 +347,26 @@ impl PrivateRedis {
 
     async fn run(&mut self) {
         let child = Command::new(Self::binary())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {}: {err} (scripts/test.sh installs it)", Self::binary()));
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot start {}: {err} (scripts/test.sh installs it)",
+                    Self::binary()
+                )
+            });
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port);
         let deadline = Instant::now() + PATIENCE;
@@ -343,18 +414,33 @@ async fn redis_stopped_and_restarted_loses_nothing_that_was_accepted() {
 
     // A poll parked on A across the outage, and one that times out during it.
     let mut across = Conn::connect(a.server.addr).await;
-    across.send("GET", &format!("/poll/eve?since={start}"), &[]).await;
+    across
+        .send("GET", &format!("/poll/eve?since={start}"), &[])
+        .await;
     let mut timing_out = Conn::connect(short.server.addr).await;
-    timing_out.send("GET", &format!("/poll/eve?since={start}"), &[]).await;
+    timing_out
+        .send("GET", &format!("/poll/eve?since={start}"), &[])
+        .await;
     a.server.parked(1).await;
     short.server.parked(1).await;
     eventually("A subscribed", || a.store.subscribed_ids() == 1).await;
 
     redis.stop().await;
-    let err = b.hub().publish("eve", Event::new("while down")).await.unwrap_err();
-    assert!(matches!(err, PublishError::Store(StoreError::Backend(_))), "{err}");
+    let err = b
+        .hub()
+        .publish("eve", Event::new("while down"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PublishError::Store(StoreError::Backend(_))),
+        "{err}"
+    );
     let timed_out = timing_out.response(false).await;
-    assert_eq!(timed_out.status, StatusCode::NO_CONTENT, "parked polls time out normally");
+    assert_eq!(
+        timed_out.status,
+        StatusCode::NO_CONTENT,
+        "parked polls time out normally"
+    );
     assert_eq!(timed_out.cursor(), start.to_string());
     let refused = get(b.server.addr, "/poll/eve").await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -366,7 +452,9 @@ async fn redis_stopped_and_restarted_loses_nothing_that_was_accepted() {
     let after = loop {
         match b.hub().publish("eve", Event::new("after")).await {
             Ok(cursor) => break cursor,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(err) => panic!("Redis is back but publishing fails: {err}"),
         }
     };
@@ -382,7 +470,11 @@ async fn redis_stopped_and_restarted_loses_nothing_that_was_accepted() {
     let mut seen = Vec::new();
     let mut cursor = Cursor::new(start.epoch(), 0).to_string();
     loop {
-        let reply = get(b.server.addr, &format!("/poll/eve?since={cursor}&timeout=0")).await;
+        let reply = get(
+            b.server.addr,
+            &format!("/poll/eve?since={cursor}&timeout=0"),
+        )
+        .await;
         if reply.status == StatusCode::NO_CONTENT {
             break;
         }
@@ -404,7 +496,9 @@ async fn two_demos_on_one_redis_share_events() {
     poll.send("GET", "/poll/zoe", &[]).await;
     eventually_metric(a.addr, "longpoll_waiters", 1).await;
     let mut publish = Conn::connect(b.addr).await;
-    publish.send_with_body("POST", "/publish/zoe", &[], b"via b").await;
+    publish
+        .send_with_body("POST", "/publish/zoe", &[], b"via b")
+        .await;
     assert_eq!(publish.response(false).await.status, StatusCode::ACCEPTED);
     assert_eq!(poll.response(false).await.text(), "via b");
 
@@ -414,14 +508,26 @@ async fn two_demos_on_one_redis_share_events() {
 
 #[tokio::test]
 async fn the_demo_refuses_to_start_without_its_redis() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let output = tokio::process::Command::new(example_path("demo"))
-        .args(["--listen", "127.0.0.1:0", "--redis", &format!("redis://127.0.0.1:{port}")])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &format!("redis://127.0.0.1:{port}"),
+        ])
         .output();
     let output = within("the demo to give up", output).await.unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot connect to Redis at redis://127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to Redis at redis://127.0.0.1:"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -429,11 +535,15 @@ async fn the_demo_answers_503_to_publishes_while_redis_is_away() {
     let mut redis = PrivateRedis::start().await;
     let demo = Example::start("demo", &["--redis", &redis.url()]).await;
     let mut publish = Conn::connect(demo.addr).await;
-    publish.send_with_body("POST", "/publish/kit", &[], b"one").await;
+    publish
+        .send_with_body("POST", "/publish/kit", &[], b"one")
+        .await;
     assert_eq!(publish.response(false).await.status, StatusCode::ACCEPTED);
 
     redis.stop().await;
-    publish.send_with_body("POST", "/publish/kit", &[], b"two").await;
+    publish
+        .send_with_body("POST", "/publish/kit", &[], b"two")
+        .await;
     let refused = publish.response(false).await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(refused.header("retry-after").is_some());
@@ -442,7 +552,9 @@ async fn the_demo_answers_503_to_publishes_while_redis_is_away() {
     redis.run().await;
     let deadline = Instant::now() + PATIENCE;
     loop {
-        publish.send_with_body("POST", "/publish/kit", &[], b"three").await;
+        publish
+            .send_with_body("POST", "/publish/kit", &[], b"three")
+            .await;
         let reply = publish.response(false).await;
         if reply.status == StatusCode::ACCEPTED {
             break;

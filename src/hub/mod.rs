@@ -94,8 +94,9 @@ pub struct Stats {
     pub kept_bytes: usize,
     /// Events published through this hub.
     pub published: u64,
-    /// Event responses handed completely to the connection (and `HEAD`
-    /// answers that found an event).
+    /// Event responses whose body the connection took (counted as it takes
+    /// it, just before the bytes are written), and `HEAD` answers that found
+    /// an event.
     pub delivered: u64,
     /// Polls answered with the keepalive response.
     pub timed_out: u64,
@@ -126,7 +127,11 @@ impl HubBuilder {
         self
     }
 
-    /// Keeps events in a store shared with other handles.
+    /// Keeps events in a store already behind an `Arc`.
+    ///
+    /// A store serves one hub: its waiters are woken by publishes through
+    /// that hub (and, for a store shared by several processes, by those of
+    /// other processes). To publish from several places, clone the [`Hub`].
     pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
         self

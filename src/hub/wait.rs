@@ -37,6 +37,8 @@ pub(crate) struct Limits {
 pub(crate) enum WaitOutcome {
     /// Events after the waiter's position.
     Events(ReadResult),
+    /// Nothing after the position, for a wait that was not to park.
+    Empty,
     /// A limit kept the waiter from parking.
     Refused(Refusal),
     /// The store failed before the waiter could park.
@@ -51,6 +53,7 @@ pub(crate) enum Refusal {
 }
 
 enum Stage {
+    Start,
     FirstRead(StoreFuture<Result<ReadResult, StoreError>>),
     Register,
     Watch(StoreFuture<Result<(), StoreError>>),
@@ -67,6 +70,7 @@ pin_project! {
         from: ReadFrom,
         max_events: usize,
         limits: Limits,
+        park: bool,
         stage: Stage,
         registration: Option<Registration>,
         watching: bool,
@@ -86,24 +90,19 @@ pin_project! {
 }
 
 impl Wait {
-    /// A wait that starts with its first read of the log.
+    /// A wait that reads the log when first polled; unless `park`, it ends
+    /// with [`WaitOutcome::Empty`] when that read finds nothing.
     pub(crate) fn new(
         hub: Hub,
         id: Arc<str>,
         from: ReadFrom,
         max_events: usize,
         limits: Limits,
+        park: bool,
     ) -> Self {
-        let first = hub.inner.store.read(&id, from, max_events);
-        Self::at(
-            hub,
-            id,
-            from,
-            max_events,
-            limits,
-            Stage::FirstRead(first),
-            None,
-        )
+        let mut wait = Self::at(hub, id, from, max_events, limits, Stage::Start, None);
+        wait.park = park;
+        wait
     }
 
     /// A wait whose first read, done by the caller, found nothing after `position`.
@@ -128,24 +127,22 @@ impl Wait {
         )
     }
 
-    /// A wait whose first read, started by the caller, has to wait for the store.
+    /// A wait whose first read, started by the caller, has to wait for the
+    /// store; unless `park`, it ends with [`WaitOutcome::Empty`] when that
+    /// read finds nothing.
     pub(crate) fn after_pending_read(
         hub: Hub,
         id: Arc<str>,
         from: ReadFrom,
         max_events: usize,
         limits: Limits,
+        park: bool,
         read: StoreFuture<Result<ReadResult, StoreError>>,
     ) -> Self {
-        Self::at(
-            hub,
-            id,
-            from,
-            max_events,
-            limits,
-            Stage::FirstRead(read),
-            None,
-        )
+        let stage = Stage::FirstRead(read);
+        let mut wait = Self::at(hub, id, from, max_events, limits, stage, None);
+        wait.park = park;
+        wait
     }
 
     fn at(
@@ -163,6 +160,7 @@ impl Wait {
             from,
             max_events,
             limits,
+            park: true,
             stage,
             registration: None,
             watching: false,
@@ -185,6 +183,10 @@ impl Future for Wait {
         let store = &this.hub.inner.store;
         loop {
             match this.stage {
+                Stage::Start => {
+                    let read = store.read(this.id, *this.from, *this.max_events);
+                    *this.stage = Stage::FirstRead(read);
+                }
                 Stage::FirstRead(read) => match ready!(Pin::new(read).poll(cx)) {
                     Ok(result) => {
                         *this.position = Some(result.position());
@@ -193,6 +195,10 @@ impl Future for Wait {
                             return Poll::Ready(WaitOutcome::Events(result));
                         }
                         *this.from = ReadFrom::Cursor(result.position());
+                        if !*this.park {
+                            *this.stage = Stage::Done;
+                            return Poll::Ready(WaitOutcome::Empty);
+                        }
                         *this.stage = Stage::Register;
                     }
                     Err(StoreError::TooManyIds { .. }) => {

@@ -67,11 +67,15 @@ struct Inner {
     events: AtomicUsize,
     bytes: AtomicUsize,
     sweeper_started: AtomicBool,
+    attached: AtomicBool,
 }
 
 #[derive(Default)]
 struct Shard {
     logs: HashMap<Box<str>, Log>,
+    /// Waiters parked in this process per id: such ids are never forgotten.
+    /// Kept apart from the logs so that a watch needs no log and cannot fail.
+    watchers: HashMap<Box<str>, usize>,
 }
 
 struct Log {
@@ -82,8 +86,6 @@ struct Log {
     /// The last sequence number committed as handed to a client.
     delivered: Option<u64>,
     last_active: Instant,
-    /// Waiters parked on this id in this process.
-    watchers: usize,
 }
 
 struct Kept {
@@ -113,7 +115,12 @@ impl MemoryStoreBuilder {
     }
 
     /// The most ids kept (default 1,000,000); beyond it, the least recently
-    /// active idle ids are forgotten to make room. At least 1.
+    /// active idle ids are forgotten to make room.
+    ///
+    /// The cap is enforced per shard: each of the 32 shards keeps at most
+    /// `max_ids / 32` ids, rounded up, so the total stays within `max_ids`
+    /// plus 31, and a shard whose ids all have parked waiters refuses a new
+    /// id ([`StoreError::TooManyIds`]) even when others have room.
     pub fn max_ids(mut self, ids: usize) -> Self {
         self.config.max_ids = ids.max(1);
         self
@@ -139,6 +146,7 @@ impl MemoryStoreBuilder {
                 events: AtomicUsize::new(0),
                 bytes: AtomicUsize::new(0),
                 sweeper_started: AtomicBool::new(false),
+                attached: AtomicBool::new(false),
             }),
         }
     }
@@ -203,19 +211,19 @@ impl Inner {
     fn sweep(&self, now: Instant) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let before = shard.logs.len();
+            let Shard { logs, watchers } = &mut *shard;
+            let before = logs.len();
             let config = &self.config;
-            shard.logs.retain(|_, log| {
+            logs.retain(|id, log| {
                 log.expire(now, config, self);
-                let idle = log.watchers == 0
+                let idle = !watchers.contains_key(id)
                     && now.saturating_duration_since(log.last_active) >= config.id_idle_ttl;
                 if idle {
                     self.forget_events(log);
                 }
                 !idle
             });
-            self.ids
-                .fetch_sub(before - shard.logs.len(), Ordering::Relaxed);
+            self.ids.fetch_sub(before - logs.len(), Ordering::Relaxed);
         }
     }
 
@@ -255,29 +263,30 @@ impl Inner {
     /// new ids costs amortised constant time.
     fn make_room(&self, shard: &mut Shard, now: Instant) {
         let config = &self.config;
-        let before = shard.logs.len();
-        shard.logs.retain(|_, log| {
-            let expired = log.watchers == 0
+        let Shard { logs, watchers } = shard;
+        let before = logs.len();
+        logs.retain(|id, log| {
+            let expired = !watchers.contains_key(id)
                 && now.saturating_duration_since(log.last_active) >= config.id_idle_ttl;
             if expired {
                 self.forget_events(log);
             }
             !expired
         });
-        if shard.logs.len() >= self.per_shard_ids {
-            let mut idle: Vec<Instant> = shard
-                .logs
-                .values()
-                .filter(|log| log.watchers == 0)
-                .map(|log| log.last_active)
+        if logs.len() >= self.per_shard_ids {
+            let mut idle: Vec<Instant> = logs
+                .iter()
+                .filter(|(id, _)| !watchers.contains_key(*id))
+                .map(|(_, log)| log.last_active)
                 .collect();
             if !idle.is_empty() {
                 let evict = (self.per_shard_ids / 8).clamp(1, idle.len());
                 let (_, cutoff, _) = idle.select_nth_unstable(evict - 1);
                 let cutoff = *cutoff;
                 let mut left = evict;
-                shard.logs.retain(|_, log| {
-                    let evicted = left > 0 && log.watchers == 0 && log.last_active <= cutoff;
+                logs.retain(|id, log| {
+                    let evicted =
+                        left > 0 && !watchers.contains_key(id) && log.last_active <= cutoff;
                     if evicted {
                         left -= 1;
                         self.forget_events(log);
@@ -286,7 +295,7 @@ impl Inner {
                 });
             }
         }
-        let forgotten = before - shard.logs.len();
+        let forgotten = before - logs.len();
         if forgotten > 0 {
             self.ids.fetch_sub(forgotten, Ordering::Relaxed);
             tracing::debug!(forgotten, "memory store forgot idle ids to make room");
@@ -297,14 +306,20 @@ impl Inner {
         self.ensure_sweeper();
         let size = event.kept_size();
         let now = Instant::now();
-        let mut shard = self.shard(id);
-        let log = self.log_mut(&mut shard, id, now)?;
         if self.bytes.fetch_add(size, Ordering::Relaxed) + size > self.config.max_bytes {
             self.bytes.fetch_sub(size, Ordering::Relaxed);
             return Err(StoreError::Full {
                 limit: self.config.max_bytes,
             });
         }
+        let mut shard = self.shard(id);
+        let log = match self.log_mut(&mut shard, id, now) {
+            Ok(log) => log,
+            Err(err) => {
+                self.bytes.fetch_sub(size, Ordering::Relaxed);
+                return Err(err);
+            }
+        };
         let seq = log.next_seq;
         log.next_seq += 1;
         log.events.push_back(Kept {
@@ -343,18 +358,25 @@ impl Inner {
         }
     }
 
-    fn watch(self: &Arc<Self>, id: &str) -> Result<(), StoreError> {
-        self.ensure_sweeper();
+    fn watch(&self, id: &str) {
         let mut shard = self.shard(id);
-        let log = self.log_mut(&mut shard, id, Instant::now())?;
-        log.watchers += 1;
-        Ok(())
+        match shard.watchers.get_mut(id) {
+            Some(count) => *count += 1,
+            None => {
+                shard.watchers.insert(id.into(), 1);
+            }
+        }
     }
 
     fn unwatch(&self, id: &str) {
         let mut shard = self.shard(id);
+        if let Some(count) = shard.watchers.get_mut(id) {
+            *count -= 1;
+            if *count == 0 {
+                shard.watchers.remove(id);
+            }
+        }
         if let Some(log) = shard.logs.get_mut(id) {
-            log.watchers = log.watchers.saturating_sub(1);
             log.last_active = Instant::now();
         }
     }
@@ -379,7 +401,6 @@ impl Log {
             events: VecDeque::new(),
             delivered: None,
             last_active: now,
-            watchers: 0,
         }
     }
 
@@ -471,11 +492,20 @@ impl Store for MemoryStore {
     }
 
     fn watch(&self, id: &str) -> StoreFuture<Result<(), StoreError>> {
-        StoreFuture::ready(self.inner.watch(id))
+        self.inner.watch(id);
+        StoreFuture::ready(Ok(()))
     }
 
     fn unwatch(&self, id: &str) {
         self.inner.unwatch(id);
+    }
+
+    fn attach(&self, _notifier: super::Notifier) {
+        if self.inner.attached.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a MemoryStore serves one hub: publishes through one hub do not wake polls parked on another; share the Hub instead"
+            );
+        }
     }
 
     fn stats(&self) -> StoreStats {
@@ -620,7 +650,11 @@ mod tests {
         ready(store.append("a", Event::new("0123456789"))).unwrap();
         let err = ready(store.append("b", Event::new("x"))).unwrap_err();
         assert!(matches!(err, StoreError::Full { limit: 10 }));
-        assert_eq!(store.stats().bytes, 10);
+        assert_eq!(
+            store.stats(),
+            StoreStats::new(1, 1, 10),
+            "no empty log is left for b"
+        );
     }
 
     #[test]
@@ -643,6 +677,7 @@ mod tests {
         let store = MemoryStore::builder()
             .id_idle_ttl(Duration::from_millis(0))
             .build();
+        read(&store, "held", ReadFrom::Delivered);
         ready(store.watch("held")).unwrap();
         store.sweep();
         assert_eq!(store.stats().ids, 1);
@@ -666,6 +701,7 @@ mod tests {
     fn the_id_cap_refuses_when_every_id_is_held() {
         let store = MemoryStore::builder().max_ids(1).build();
         // One id per shard at most: fill the shard of "a" with a held id.
+        read(&store, "a", ReadFrom::Delivered);
         ready(store.watch("a")).unwrap();
         let same_shard = (0..)
             .map(|n| format!("b{n}"))

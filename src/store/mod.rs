@@ -80,7 +80,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Gives the store the handle through which it wakes the hub's waiters
-    /// for events appended by other processes. Called once, when the hub is built.
+    /// for events appended by other processes. Called when a hub is built
+    /// on the store; a store serves one hub.
     fn attach(&self, notifier: Notifier) {
         let _ = notifier;
     }

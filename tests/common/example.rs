@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use http::StatusCode;
-
 use super::{PATIENCE, request, within};
 
 /// A running example binary.
@@ -111,4 +109,3 @@ pub async fn eventually_metric(addr: SocketAddr, name: &str, value: u64) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
-

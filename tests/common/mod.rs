@@ -211,6 +211,11 @@ impl Conn {
         self.stream.write_all(&bytes).await.unwrap();
     }
 
+    /// Writes bytes as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
     /// Reads one response; `head_request` when it answers a HEAD.
     pub async fn response(&mut self, head_request: bool) -> Reply {
         within("a response", self.read_response(head_request))

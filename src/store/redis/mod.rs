@@ -201,7 +201,9 @@ impl RedisStoreBuilder {
         let policy = ReconnectPolicy::new_exponential(
             0,
             50,
-            u32::try_from(self.max_reconnect_delay.as_millis()).unwrap_or(u32::MAX).max(50),
+            u32::try_from(self.max_reconnect_delay.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(50),
             2,
         );
         let builder = {
@@ -225,12 +227,18 @@ impl RedisStoreBuilder {
         let subscriber = builder
             .build_subscriber_client()
             .map_err(|err| failed("configure", err))?;
-        client.init().await.map_err(|err| failed("connect to", err))?;
+        client
+            .init()
+            .await
+            .map_err(|err| failed("connect to", err))?;
         if let Err(err) = subscriber.init().await {
             let _ = client.quit().await;
             return Err(failed("connect to", err));
         }
-        let _: Value = client.ping(None).await.map_err(|err| failed("talk to", err))?;
+        let _: Value = client
+            .ping(None)
+            .await
+            .map_err(|err| failed("talk to", err))?;
 
         let node = format!("{:016x}", fastrand::u64(..));
         let notifier = Arc::new(OnceLock::new());
@@ -289,7 +297,12 @@ fn malformed(what: &str) -> StoreError {
 }
 
 /// Runs a script by its hash, loading it when Redis has forgotten it.
-async fn run(client: &Client, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value, StoreError> {
+async fn run(
+    client: &Client,
+    script: &Script,
+    keys: Vec<String>,
+    args: Vec<Value>,
+) -> Result<Value, StoreError> {
     match client
         .evalsha::<Value, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
         .await
@@ -310,8 +323,12 @@ fn parse_u64(value: &Value) -> Option<u64> {
 }
 
 fn parse_entry(epoch: u64, entry: &Value) -> Option<StoredEvent> {
-    let Value::Array(parts) = entry else { return None };
-    let [id, Value::Array(fields)] = parts.as_slice() else { return None };
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    let [id, Value::Array(fields)] = parts.as_slice() else {
+        return None;
+    };
     let id = std::str::from_utf8(id.as_bytes()?).ok()?;
     let seq = id.split('-').next()?.parse().ok()?;
     let (mut data, mut content_type) = (Bytes::new(), Bytes::new());
@@ -366,7 +383,11 @@ impl Inner {
                 }
                 Err(err) => tracing::debug!(error = %err, "counting ids in Redis failed"),
             }
-            *store.stats.refreshed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            *store
+                .stats
+                .refreshed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             store.stats.refreshing.store(false, Ordering::Relaxed);
         });
     }
@@ -446,7 +467,9 @@ impl Store for RedisStore {
         StoreFuture::new(async move {
             let config = &inner.config;
             let (mode, cursor_epoch, cursor_seq) = match from {
-                ReadFrom::Cursor(cursor) => ("c", cursor.epoch().to_string(), cursor.seq().to_string()),
+                ReadFrom::Cursor(cursor) => {
+                    ("c", cursor.epoch().to_string(), cursor.seq().to_string())
+                }
                 ReadFrom::Delivered => ("d", String::new(), "0".to_owned()),
             };
             let args: Vec<Value> = vec![

@@ -154,7 +154,9 @@ impl Watches {
             for (id, entry) in entries.iter_mut() {
                 let (tx, rx) = watch::channel(None);
                 entry.subscribed = rx;
-                let _ = self.ops.send(Op::Subscribe(format!("{}{id}", self.channel_prefix), tx));
+                let _ = self
+                    .ops
+                    .send(Op::Subscribe(format!("{}{id}", self.channel_prefix), tx));
             }
         }
         let (done, wait) = oneshot::channel();
@@ -219,7 +221,9 @@ async fn sweep(watches: std::sync::Weak<Watches>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let Some(watches) = watches.upgrade() else { return };
+        let Some(watches) = watches.upgrade() else {
+            return;
+        };
         watches.unsubscribe_lingering();
     }
 }
@@ -267,7 +271,9 @@ async fn on_reconnect(
 ) {
     let mut reconnects = subscriber.reconnect_rx();
     while reconnects.recv().await.is_ok() {
-        let Some(watches) = watches.upgrade() else { return };
+        let Some(watches) = watches.upgrade() else {
+            return;
+        };
         tracing::info!("reconnected to Redis; subscribing again and waking every waiter");
         watches.resubscribe_all().await;
         if let Some(notifier) = notifier.get() {
