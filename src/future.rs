@@ -97,6 +97,9 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
+/// The least time a poll's request body is given to arrive.
+const MIN_BODY_WAIT: Duration = Duration::from_secs(1);
+
 pub(crate) type DrainFuture = Pin<Box<dyn Future<Output = Result<(), Rejection>> + Send>>;
 
 pin_project! {
@@ -110,6 +113,7 @@ pin_project! {
         head: bool,
         multipart: bool,
         drain: Option<DrainFuture>,
+        deadline: Instant,
         #[pin]
         wait: Wait,
         #[pin]
@@ -141,8 +145,17 @@ impl PollFuture {
         wait_for: Duration,
     ) -> Self {
         let shutdown = shared.hub.inner.shutdown.clone().cancelled_owned();
+        let deadline = Instant::now() + wait_for;
+        // A body gets at least a moment to arrive, even for `?timeout=0`;
+        // once it is in, the poll's own deadline applies.
+        let first_deadline = if drain.is_some() {
+            deadline.max(Instant::now() + MIN_BODY_WAIT)
+        } else {
+            deadline
+        };
         PollFuture {
-            sleep: tokio::time::sleep_until(Instant::now() + wait_for),
+            sleep: tokio::time::sleep_until(first_deadline),
+            deadline,
             shared,
             id,
             head,
@@ -163,7 +176,10 @@ impl Future for PollFuture {
         let shared = &**this.shared;
         if let Some(drain) = this.drain {
             match drain.as_mut().poll(cx) {
-                Poll::Ready(Ok(())) => *this.drain = None,
+                Poll::Ready(Ok(())) => {
+                    *this.drain = None;
+                    this.sleep.as_mut().reset(*this.deadline);
+                }
                 Poll::Ready(Err(rejection)) => {
                     *this.finished = true;
                     return Poll::Ready(refuse(shared, rejection));

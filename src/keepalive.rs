@@ -18,8 +18,11 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 ///
 /// let default = KeepAlive::no_content();           // 204, empty
 /// let text = KeepAlive::text("no news\n");         // 200 text/plain
-/// let nchan_like = KeepAlive::response(
-///     http::Response::builder().status(408).body(bytes::Bytes::new()).unwrap(),
+/// let json = KeepAlive::response(
+///     http::Response::builder()
+///         .header("content-type", "application/json")
+///         .body(bytes::Bytes::from_static(b"{\"events\":[]}"))
+///         .unwrap(),
 /// );
 /// ```
 #[derive(Clone)]

@@ -68,8 +68,8 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Builds a [`LongPollLayer`].
 ///
 /// Only a route is required. The defaults: a fresh in-memory [`Hub`], the id
-/// from the `{param}` of the routes (when every route has that one and only
-/// it), a 30 s timeout with ±10 % jitter (clients
+/// from the only `{param}` of the first route (every route must have it), a
+/// 30 s timeout with ±10 % jitter (clients
 /// may ask for up to 30 s), `204 No Content` keepalives, 8 parked polls per
 /// id, 100,000 parked polls in all, no batching, `Retry-After` from 1 to 5 s,
 /// and at most 16 KiB of request body on a poll.
@@ -136,8 +136,8 @@ impl LongPollLayerBuilder {
         self
     }
 
-    /// Where the client id comes from (default: the `{param}` of the routes,
-    /// when every route has exactly that one).
+    /// Where the client id comes from (default: the only `{param}` of the
+    /// first route, which every route must have).
     pub fn client_id(mut self, client_id: ClientId) -> Self {
         self.client_id = Some(client_id);
         self
@@ -232,7 +232,7 @@ impl LongPollLayerBuilder {
                 .next()
                 .and_then(|pattern| pattern.only_param())
                 .unwrap_or_else(|| {
-                    panic!("set LongPollLayerBuilder::client_id: the routes do not have exactly one {{param}}")
+                    panic!("set LongPollLayerBuilder::client_id: the first route does not have exactly one {{param}}")
                 });
             ClientId::path(only)
         });

@@ -91,6 +91,9 @@ where
         // request; the request is moved only after.
         let id = match shared.match_route(&request) {
             None => return ResponseFuture::inner(self.inner.call(request)),
+            Some(_) if !matches!(*request.method(), Method::GET | Method::HEAD) => {
+                return ResponseFuture::reply(refuse(shared, Rejection::MethodNotAllowed));
+            }
             Some(params) => shared
                 .client_id
                 .extract(&RequestHead::of(&request, params), shared.hub.max_id_len()),
@@ -131,14 +134,7 @@ fn start<B, F>(
 where
     B: Body + Send + 'static,
 {
-    let method = request.method();
-    let head = if method == Method::GET {
-        false
-    } else if method == Method::HEAD {
-        true
-    } else {
-        return ResponseFuture::reply(refuse(shared, Rejection::MethodNotAllowed));
-    };
+    let head = request.method() == Method::HEAD;
     let id = match id {
         Ok(id) => id,
         Err(IdRejection::Missing) => {

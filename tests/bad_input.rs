@@ -298,3 +298,14 @@ async fn a_body_that_never_finishes_is_answered_408_at_the_timeout() {
     );
     assert_eq!(server.hub.stats().parked, 0);
 }
+
+#[tokio::test]
+async fn a_zero_timeout_poll_with_a_body_reads_the_body_then_answers() {
+    let server = server().await;
+    let mut conn = Conn::connect(server.addr).await;
+    conn.send_with_body("GET", "/poll/zero?timeout=0", &[], b"some body")
+        .await;
+    let reply = conn.response(false).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.header("etag").is_some());
+}

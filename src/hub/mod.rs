@@ -210,12 +210,11 @@ impl Hub {
                 limit: inner.max_event_bytes,
             });
         }
-        let cursor = inner
-            .store
-            .append(id, event)
-            .await
-            .map_err(PublishError::Store)?;
+        let appended = inner.store.append(id, event).await;
+        // Even a failed append may have been kept (a reply lost with the
+        // connection): waking this process's waiters to read costs little.
         inner.registry.notify(id);
+        let cursor = appended.map_err(PublishError::Store)?;
         Counters::add(&inner.counters.published);
         tracing::trace!(client_id = id, %cursor, "published");
         Ok(cursor)

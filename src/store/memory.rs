@@ -306,20 +306,30 @@ impl Inner {
         self.ensure_sweeper();
         let size = event.kept_size();
         let now = Instant::now();
-        if self.bytes.fetch_add(size, Ordering::Relaxed) + size > self.config.max_bytes {
-            self.bytes.fetch_sub(size, Ordering::Relaxed);
+        let mut shard = self.shard(id);
+        let created = !shard.logs.contains_key(id);
+        let log = self.log_mut(&mut shard, id, now)?;
+        // The event that a full log drops makes room for the new one.
+        let freed = if log.events.len() >= self.config.capacity {
+            log.events
+                .front()
+                .map_or(0, |oldest| oldest.event.kept_size())
+        } else {
+            0
+        };
+        let grow = size.saturating_sub(freed);
+        if self.bytes.fetch_add(grow, Ordering::Relaxed) + grow > self.config.max_bytes {
+            self.bytes.fetch_sub(grow, Ordering::Relaxed);
+            if created {
+                shard.logs.remove(id);
+                self.ids.fetch_sub(1, Ordering::Relaxed);
+            }
             return Err(StoreError::Full {
                 limit: self.config.max_bytes,
             });
         }
-        let mut shard = self.shard(id);
-        let log = match self.log_mut(&mut shard, id, now) {
-            Ok(log) => log,
-            Err(err) => {
-                self.bytes.fetch_sub(size, Ordering::Relaxed);
-                return Err(err);
-            }
-        };
+        // `grow` was added; the exact sum is restored below.
+        self.bytes.fetch_add(size - grow, Ordering::Relaxed);
         let seq = log.next_seq;
         log.next_seq += 1;
         log.events.push_back(Kept {
@@ -642,6 +652,17 @@ mod tests {
             .map(|e| String::from_utf8(e.event.data().to_vec()).unwrap())
             .collect();
         assert_eq!(bodies, ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn a_full_log_at_the_byte_budget_still_takes_events_it_makes_room_for() {
+        let store = MemoryStore::builder().capacity(2).max_bytes(20).build();
+        for _ in 0..5 {
+            ready(store.append("a", Event::new("0123456789"))).unwrap();
+        }
+        assert_eq!(store.stats(), StoreStats::new(1, 2, 20));
+        let err = ready(store.append("b", Event::new("x"))).unwrap_err();
+        assert!(matches!(err, StoreError::Full { limit: 20 }));
     }
 
     #[test]

@@ -393,14 +393,30 @@ impl Inner {
     }
 
     async fn count(&self) -> Result<(usize, usize), StoreError> {
-        let pattern = format!("{}:log:*", self.config.prefix);
+        // The prefix is the user's: its glob characters must match themselves.
+        let mut pattern = String::with_capacity(self.config.prefix.len() + 8);
+        for c in self.config.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str(":meta:*");
+        let meta_prefix = format!("{}:meta:", self.config.prefix);
+        let log_prefix = format!("{}:log:", self.config.prefix);
         let (mut cursor, mut ids, mut events) = ("0".to_owned(), 0, 0);
         loop {
             let reply = run(
                 &self.client,
                 &self.scripts.count,
                 Vec::new(),
-                vec![cursor.as_str().into(), pattern.as_str().into(), 1000.into()],
+                vec![
+                    cursor.as_str().into(),
+                    pattern.as_str().into(),
+                    1000.into(),
+                    meta_prefix.as_str().into(),
+                    log_prefix.as_str().into(),
+                ],
             )
             .await?;
             let Value::Array(parts) = reply else {

@@ -139,13 +139,16 @@ touch(ARGV[3])
 return 1
 "#;
 
-/// No KEYS. ARGV: scan cursor, key pattern of the logs, batch size.
-/// Returns `{next cursor, logs seen, events in them}`.
+/// No KEYS. ARGV: scan cursor, key pattern of the meta hashes, batch size,
+/// meta key prefix, log key prefix.
+/// Returns `{next cursor, ids seen, events in their logs}`: every id has a
+/// meta hash, but only ids that had an event have a log.
 const COUNT: &str = r#"
-local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3], 'TYPE', 'stream')
+local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3], 'TYPE', 'hash')
 local events = 0
+local skip = string.len(ARGV[4]) + 1
 for _, key in ipairs(page[2]) do
-  events = events + redis.call('XLEN', key)
+  events = events + redis.call('XLEN', ARGV[5] .. string.sub(key, skip))
 end
 return {page[1], #page[2], events}
 "#;
