@@ -90,9 +90,12 @@ pub struct LongPollClient {
     cursor: Option<String>,
     /// The polls (and waits) that will yield the next item. It lives here,
     /// not in a `next()` future, so dropping a `next()` loses nothing.
-    in_flight: Option<Pin<Box<dyn Future<Output = Result<ReceivedEvent, Error>> + Send>>>,
+    in_flight: Option<NextEvent>,
     ended: bool,
 }
+
+/// The polls and waits that end in the next item.
+type NextEvent = Pin<Box<dyn Future<Output = Result<ReceivedEvent, Error>> + Send>>;
 
 /// What every poll of a client shares.
 pub(crate) struct Shared {
