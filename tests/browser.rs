@@ -251,6 +251,13 @@ async fn two_tabs_share_one_poll_and_recover_from_a_restart_of_the_demo() {
     ensure_tools().await;
     let demo = Demo::start("127.0.0.1:0").await;
     let addr = demo.addr;
+    let script = common::get(addr, "/longpoll.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(script.text(), demo_app::LONGPOLL_JS);
     let client = "e2e-demo";
     let mut driver = Driver::start(&format!("http://{addr}"), client, "demo", None);
 

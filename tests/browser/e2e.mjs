@@ -161,6 +161,43 @@ try {
   const after = (await shown(second)).map(e => e.text);
   check(after.length === 1, `tab 2 shows more than the new event: ${JSON.stringify(after)}`);
 
+  // pauseWhenHidden, on the module itself: a hidden page polls nothing, and
+  // gets what came meanwhile once shown. (Headless pages are never hidden, so
+  // the page's `document.hidden` is stood in for.)
+  const solo = await context.newPage();
+  await solo.goto(`${base}/metrics`);
+  const parked = await metric('longpoll_waiters');
+  const id = `${client}-pause`;
+  const publishTo = async text => {
+    const reply = await fetch(`${base}/publish/${id}`, { method: 'POST', body: text });
+    check(reply.status === 202, `publish answered ${reply.status}`);
+  };
+  await solo.evaluate(async id => {
+    window.hiddenNow = false;
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => window.hiddenNow });
+    const { LongPoll } = await import('/longpoll.js');
+    window.seen = [];
+    window.solo = new LongPoll(`/poll/${id}`, { pauseWhenHidden: true });
+    window.solo.addEventListener('event', e => window.seen.push(e.detail.data));
+    window.solo.start();
+  }, id);
+  const seen = () => solo.evaluate(() => window.seen.join(','));
+  await eventually('the pausable poll to park', async () => (await metric('longpoll_waiters')) === parked + 1);
+  await publishTo('p1');
+  await eventually('p1', async () => (await seen()) === 'p1');
+  const setHidden = hidden => solo.evaluate(hidden => {
+    window.hiddenNow = hidden;
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+  await setHidden(true);
+  await eventually('the hidden page to stop polling', async () => (await metric('longpoll_waiters')) === parked);
+  check(await solo.evaluate(() => window.solo.state) === 'paused', 'the hidden page is not paused');
+  await publishTo('p2');
+  await publishTo('p3');
+  check(await seen() === 'p1', 'a hidden page got events');
+  await setHidden(false);
+  await eventually('p2 and p3 once shown', async () => (await seen()) === 'p1,p2,p3');
+
   say('ok');
 } catch (err) {
   console.error(`[e2e] FAILED: ${err.stack || err}`);
