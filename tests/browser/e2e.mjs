@@ -84,11 +84,20 @@ const watchdog = setTimeout(async () => {
 }, 180_000);
 
 const polls = new Map(); // page -> poll requests it sent
+const pollLog = new Map(); // page -> [{ at, sent } | { at, status, retryAfter }]
+const isPoll = url => new URL(url).pathname.startsWith('/poll/');
 async function open(name) {
   const page = await context.newPage();
   polls.set(page, 0);
+  pollLog.set(page, []);
   page.on('request', request => {
-    if (new URL(request.url()).pathname.startsWith('/poll/')) polls.set(page, polls.get(page) + 1);
+    if (!isPoll(request.url())) return;
+    polls.set(page, polls.get(page) + 1);
+    pollLog.get(page).push({ at: Date.now(), sent: true });
+  });
+  page.on('response', response => {
+    if (!isPoll(response.url())) return;
+    pollLog.get(page).push({ at: Date.now(), status: response.status(), retryAfter: response.headers()['retry-after'] });
   });
   page.on('pageerror', err => log(`${name}: page error: ${err.message}`));
   page.on('console', message => { if (message.type() === 'error') log(`${name}: console: ${message.text()}`); });
@@ -132,6 +141,18 @@ try {
     check(events.filter(e => e.gap).length === (gap ? 1 : 0), `${name}: unexpected gap marks ${JSON.stringify(events)}`);
   }
   await eventually('tab 1 to poll again', async () => (await statusText(first)).startsWith('waiting'));
+  // The shutdown's 503 came with Retry-After: tab 1 polled no sooner.
+  const log1 = pollLog.get(first);
+  const refused = log1.findIndex(entry => entry.status === 503);
+  check(refused >= 0, `tab 1 saw no 503: ${JSON.stringify(log1)}`);
+  const retryAfter = Number(log1[refused].retryAfter);
+  check(retryAfter >= 1, `the 503 had Retry-After ${log1[refused].retryAfter}`);
+  const retried = log1.slice(refused).find(entry => entry.sent);
+  check(retried, 'tab 1 never polled after the 503');
+  const waited = retried.at - log1[refused].at;
+  // Less a margin for the time the 503 takes to reach the page's fetch.
+  check(waited >= retryAfter * 1000 - 100, `tab 1 polled ${waited} ms after a 503 with Retry-After: ${retryAfter}`);
+  log(`tab 1 waited ${waited} ms after a 503 with Retry-After: ${retryAfter}`);
   await eventually('one parked poll after the restart', async () => (await metric('longpoll_waiters')) === 1);
   check(polls.get(second) === 0, 'the following tab polled during the restart');
   if (screenshot) {
