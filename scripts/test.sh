@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, with the services it needs: the README's test command.
+# The whole test suite, with the services and tools it needs: the README's
+# test command.
 #
 # Redis: uses the server at $REDIS_URL (default redis://127.0.0.1:6379) when it
 # answers; otherwise starts a private redis-server on a free port for this run
@@ -12,11 +13,21 @@ as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing Debian's redis-server" >&2
-  as_root apt-get install -y -q redis-server >/dev/null \
-    || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q redis-server >/dev/null; }
+# Debian packages the tests need: redis-server (the fault test runs one of its
+# own), chromium, node and npm (the browser test, tests/browser.rs).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "scripts/test.sh: installing ${missing[*]} from Debian's packages" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# playwright-core for the browser test, exactly as locked.
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 redis_pid=""

@@ -12,27 +12,20 @@
 //! It binds to loopback unless told otherwise: publishing is open to
 //! whoever can reach it.
 
+mod app;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::{Body, to_bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use clap::Parser;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpSocket;
-use tower_longpoll::store::StoreError;
-use tower_longpoll::{Event, Hub, LongPollLayer, PublishError};
-
-/// The largest body `POST /publish/{client}` accepts.
-const MAX_PUBLISH_BYTES: usize = 1024 * 1024;
+use tower_longpoll::Hub;
 
 /// Serves long-polls on /poll/{client}, publishes with POST
-/// /publish/{client}, Prometheus metrics on /metrics and a page on /.
+/// /publish/{client}, Prometheus metrics on /metrics, a page on / and its
+/// browser client on /longpoll.js.
 #[derive(Parser, Debug)]
 #[command(name = "demo", version)]
 struct Args {
@@ -77,20 +70,13 @@ async fn main() -> std::io::Result<()> {
         None => Hub::new(),
         Some(url) => redis_hub(url, &args.redis_prefix).await,
     };
-    let longpoll = LongPollLayer::builder()
-        .hub(hub.clone())
-        .route("/poll/{client}")
-        .timeout(Duration::from_secs_f64(args.timeout))
-        .max_per_id(args.max_per_id)
-        .max_parked(args.max_waiters)
-        .batching(64)
-        .build();
-    let app = Router::new()
-        .route("/", get(index))
-        .route("/publish/{client}", post(publish))
-        .route("/metrics", get(metrics))
-        .with_state(hub.clone())
-        .layer(longpoll);
+    let options = app::Options {
+        timeout: Duration::from_secs_f64(args.timeout),
+        max_per_id: args.max_per_id,
+        max_waiters: args.max_waiters,
+        ..app::Options::default()
+    };
+    let app = app::router(hub.clone(), &options);
 
     let socket = if args.listen.is_ipv4() {
         TcpSocket::new_v4()?
@@ -158,158 +144,6 @@ async fn redis_hub(_url: &str, _prefix: &str) -> Hub {
         "demo: --redis needs the redis feature: cargo run --release --features redis --example demo -- --redis URL"
     );
     std::process::exit(2);
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
-}
-
-/// `POST /publish/{client}`: the body becomes an event for the client, with
-/// the request's content type.
-async fn publish(
-    State(hub): State<Hub>,
-    Path(client): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let data = match to_bytes(body, MAX_PUBLISH_BYTES).await {
-        Ok(data) => data,
-        Err(_) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("an event is at most {MAX_PUBLISH_BYTES} bytes"),
-            );
-        }
-    };
-    let mut event = Event::new(data);
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        event = event.content_type(content_type.clone());
-    }
-    match hub.publish(&client, event).await {
-        Ok(cursor) => {
-            let etag = HeaderValue::try_from(format!("\"{cursor}\"")).expect("cursors are ASCII");
-            (
-                StatusCode::ACCEPTED,
-                [
-                    (header::ETAG, etag),
-                    (
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    ),
-                ],
-                format!("{{\"cursor\":\"{cursor}\"}}\n"),
-            )
-                .into_response()
-        }
-        Err(err @ (PublishError::InvalidId(_) | PublishError::InvalidContentType)) => {
-            text(StatusCode::BAD_REQUEST, err.to_string())
-        }
-        Err(err @ PublishError::TooLarge { .. }) => {
-            text(StatusCode::PAYLOAD_TOO_LARGE, err.to_string())
-        }
-        Err(err @ PublishError::Store(StoreError::Full { .. } | StoreError::TooManyIds { .. })) => {
-            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(5));
-            response
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "publish failed");
-            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(1));
-            response
-        }
-    }
-}
-
-fn text(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{message}\n"),
-    )
-        .into_response()
-}
-
-/// Prometheus text exposition of the hub's stats.
-async fn metrics(State(hub): State<Hub>) -> impl IntoResponse {
-    let stats = hub.stats();
-    let mut out = String::with_capacity(2048);
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    };
-    metric(
-        "longpoll_waiters",
-        "gauge",
-        "Polls parked now, waiting for an event.",
-        stats.parked as u64,
-    );
-    metric(
-        "longpoll_ids",
-        "gauge",
-        "Client ids with an event log.",
-        stats.ids as u64,
-    );
-    metric(
-        "longpoll_kept_events",
-        "gauge",
-        "Events kept in all logs.",
-        stats.kept_events as u64,
-    );
-    metric(
-        "longpoll_kept_bytes",
-        "gauge",
-        "Bytes of event data kept in all logs.",
-        stats.kept_bytes as u64,
-    );
-    metric(
-        "longpoll_events_published_total",
-        "counter",
-        "Events published.",
-        stats.published,
-    );
-    metric(
-        "longpoll_deliveries_total",
-        "counter",
-        "Event responses handed to a connection.",
-        stats.delivered,
-    );
-    metric(
-        "longpoll_timeouts_total",
-        "counter",
-        "Polls answered with a keepalive.",
-        stats.timed_out,
-    );
-    metric(
-        "longpoll_cancellations_total",
-        "counter",
-        "Polls whose client went away first.",
-        stats.cancelled,
-    );
-    metric(
-        "longpoll_rejections_total",
-        "counter",
-        "Polls refused for bad input or limits.",
-        stats.rejected,
-    );
-    metric(
-        "longpoll_shed_total",
-        "counter",
-        "Polls answered 503 during shutdown.",
-        stats.shed,
-    );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
 }
 
 async fn shutdown_signal() {

@@ -27,9 +27,15 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A listener with a backlog large enough for bursts of thousands of connects.
 pub fn listener() -> TcpListener {
+    listener_at("127.0.0.1:0".parse().unwrap())
+}
+
+/// A listener on `addr`: a port given back by a stopped server can be bound
+/// again at once (`SO_REUSEADDR`), to restart a server on the same port.
+pub fn listener_at(addr: SocketAddr) -> TcpListener {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_reuseaddr(true).unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.bind(addr).unwrap();
     socket.listen(4096).unwrap()
 }
 
@@ -89,7 +95,11 @@ impl TestServer {
 
     /// Serves any router; `hub` is the one its layer uses.
     pub async fn serve(router: Router, hub: Hub) -> TestServer {
-        let listener = listener();
+        Self::serve_on(listener(), router, hub).await
+    }
+
+    /// Serves any router on `listener`.
+    pub async fn serve_on(listener: TcpListener, router: Router, hub: Hub) -> TestServer {
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let stopped = stop.clone();

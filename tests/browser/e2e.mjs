@@ -1,0 +1,232 @@
+// Drives Debian's chromium (through playwright-core) against the demo page,
+// for tests/browser.rs, which starts and restarts the server.
+//
+//   node e2e.mjs <base url> <client id> <mode: demo|keep> [screenshot.png]
+//
+// It talks to the Rust test over stdio: it prints `E2E restart` when the
+// server may be restarted, then reads one line `go <json>`, where <json> is
+// {"expect": [texts published around the restart, oldest first],
+//  "gap": whether the first of them must be marked as a gap}.
+// It prints `E2E ok` at the end; any failure exits non-zero with the reason.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const [base, client, mode, screenshot] = process.argv.slice(2);
+if (!base || !client || !['demo', 'keep'].includes(mode)) {
+  console.error('usage: node e2e.mjs <base url> <client id> <demo|keep> [screenshot.png]');
+  process.exit(2);
+}
+const WAIT = 20_000;
+const log = (...args) => console.error('[e2e]', ...args);
+const say = line => process.stdout.write(`E2E ${line}\n`);
+const check = (condition, message) => { if (!condition) throw new Error(message); };
+
+const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function readLine() {
+  const { value, done } = await lines.next();
+  check(!done, 'the test closed stdin');
+  return value;
+}
+
+async function metric(name) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find(l => l.startsWith(name + ' '));
+  check(line, `no ${name} in /metrics`);
+  return Number(line.split(' ')[1]);
+}
+
+async function eventually(what, probe) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`gave up waiting for: ${what}`);
+    await new Promise(resolve => setTimeout(resolve, 25));
+  }
+}
+
+// The events a tab shows, oldest first (the page puts the newest on top).
+const shown = page => page.$$eval('#events li', items => items.reverse().map(li => ({
+  text: li.firstChild.textContent.replace('  (some earlier events were no longer kept)', ''),
+  gap: li.classList.contains('gap'),
+})));
+
+async function shows(page, name, texts) {
+  await eventually(`${name} to show ${JSON.stringify(texts)}`, async () => {
+    const have = (await shown(page)).map(e => e.text);
+    return texts.every(t => have.includes(t));
+  });
+  const have = (await shown(page)).map(e => e.text);
+  const at = texts.map(t => have.indexOf(t));
+  check(at.every((i, n) => n === 0 || i > at[n - 1]), `${name} shows them out of order: ${JSON.stringify(have)}`);
+  check(new Set(have).size === have.length, `${name} shows an event twice: ${JSON.stringify(have)}`);
+}
+
+const statusText = page => page.$eval('#status', el => el.textContent);
+const isLeader = page => page.evaluate(() => window.longpoll.leader);
+
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'longpoll-e2e-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  viewport: { width: 900, height: 620 },
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const watchdog = setTimeout(async () => {
+  console.error('[e2e] took over 3 minutes: giving up');
+  await context.close().catch(() => {});
+  process.exit(1);
+}, 180_000);
+
+const polls = new Map(); // page -> poll requests it sent
+const pollLog = new Map(); // page -> [{ at, sent } | { at, status, retryAfter }]
+const isPoll = url => new URL(url).pathname.startsWith('/poll/');
+async function open(name) {
+  const page = await context.newPage();
+  polls.set(page, 0);
+  pollLog.set(page, []);
+  page.on('request', request => {
+    if (!isPoll(request.url())) return;
+    polls.set(page, polls.get(page) + 1);
+    pollLog.get(page).push({ at: Date.now(), sent: true });
+  });
+  page.on('response', response => {
+    if (!isPoll(response.url())) return;
+    pollLog.get(page).push({ at: Date.now(), status: response.status(), retryAfter: response.headers()['retry-after'] });
+  });
+  page.on('pageerror', err => log(`${name}: page error: ${err.message}`));
+  page.on('console', message => { if (message.type() === 'error') log(`${name}: console: ${message.text()}`); });
+  await page.goto(`${base}/?client=${encodeURIComponent(client)}`);
+  return page;
+}
+
+try {
+  // Two tabs of one id: the first polls, the second follows it.
+  const first = await open('tab 1');
+  await eventually('tab 1 to lead', async () => await isLeader(first) && (await statusText(first)).includes('this tab polls'));
+  const second = await open('tab 2');
+  await eventually('tab 2 to follow', async () => !(await isLeader(second)) && /following|another tab polls/.test(await statusText(second)));
+  check(await isLeader(first), 'tab 1 lost the lead');
+
+  // One poll in flight for both tabs: one parked on the server, none sent by tab 2.
+  await eventually('one parked poll', async () => (await metric('longpoll_waiters')) === 1);
+  check(polls.get(second) === 0, `the following tab sent ${polls.get(second)} polls`);
+  log(`tab 1 sent ${polls.get(first)} poll(s), tab 2 none; longpoll_waiters = 1`);
+
+  // Publish from the following tab's form: both tabs show it.
+  await second.fill('input[name=data]', 'hello from tab 2');
+  await second.click('button[type=submit]');
+  await shows(first, 'tab 1', ['hello from tab 2']);
+  await shows(second, 'tab 2', ['hello from tab 2']);
+  await eventually('the poll to park again', async () => (await metric('longpoll_waiters')) === 1);
+  check(polls.get(second) === 0, 'the following tab polled');
+
+  // The server restarts.
+  say('restart');
+  const go = await readLine();
+  check(go.startsWith('go '), `unexpected line ${go}`);
+  const { expect, gap } = JSON.parse(go.slice(3));
+
+  // Both tabs recover and show what was published meanwhile, in order.
+  for (const [page, name] of [[first, 'tab 1'], [second, 'tab 2']]) {
+    await shows(page, name, ['hello from tab 2', ...expect]);
+    const events = await shown(page);
+    const marked = events.find(e => e.text === expect[0]).gap;
+    check(marked === gap, `${name}: the first event after the restart is ${marked ? '' : 'not '}marked as a gap`);
+    check(events.filter(e => e.gap).length === (gap ? 1 : 0), `${name}: unexpected gap marks ${JSON.stringify(events)}`);
+  }
+  await eventually('tab 1 to poll again', async () => (await statusText(first)).startsWith('waiting'));
+  // The shutdown's 503 came with Retry-After: tab 1 polled no sooner.
+  const log1 = pollLog.get(first);
+  const refused = log1.findIndex(entry => entry.status === 503);
+  check(refused >= 0, `tab 1 saw no 503: ${JSON.stringify(log1)}`);
+  const retryAfter = Number(log1[refused].retryAfter);
+  check(retryAfter >= 1, `the 503 had Retry-After ${log1[refused].retryAfter}`);
+  const retried = log1.slice(refused).find(entry => entry.sent);
+  check(retried, 'tab 1 never polled after the 503');
+  const waited = retried.at - log1[refused].at;
+  // Less a margin for the time the 503 takes to reach the page's fetch.
+  check(waited >= retryAfter * 1000 - 100, `tab 1 polled ${waited} ms after a 503 with Retry-After: ${retryAfter}`);
+  log(`tab 1 waited ${waited} ms after a 503 with Retry-After: ${retryAfter}`);
+  await eventually('one parked poll after the restart', async () => (await metric('longpoll_waiters')) === 1);
+  check(polls.get(second) === 0, 'the following tab polled during the restart');
+  if (screenshot) {
+    await first.screenshot({ path: screenshot });
+    log(`screenshot: ${screenshot}`);
+  }
+
+  // The cursor survives a reload (sessionStorage).
+  const before = await second.evaluate(() => window.longpoll.cursor);
+  check(before, 'tab 2 has no cursor');
+  await second.reload();
+  await eventually('tab 2 to follow again', async () => /following|another tab polls/.test(await statusText(second)));
+  check(await second.evaluate(() => window.longpoll.cursor) === before, 'the cursor did not survive the reload');
+
+  // The polling tab closes: the other takes over, from its cursor.
+  await first.close();
+  await eventually('tab 2 to take over', () => isLeader(second));
+  await eventually('tab 2 to poll', async () => (await statusText(second)).includes('this tab polls'));
+  await eventually('one parked poll after the handover', async () => (await metric('longpoll_waiters')) === 1);
+  const response = await fetch(`${base}/publish/${encodeURIComponent(client)}`, {
+    method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: 'after the handover',
+  });
+  check(response.status === 202, `publish answered ${response.status}`);
+  // The reloaded tab's list started empty; taking over from its cursor, it
+  // gets the new event and nothing it had before.
+  await shows(second, 'tab 2', ['after the handover']);
+  const after = (await shown(second)).map(e => e.text);
+  check(after.length === 1, `tab 2 shows more than the new event: ${JSON.stringify(after)}`);
+
+  // pauseWhenHidden, on the module itself: a hidden page polls nothing, and
+  // gets what came meanwhile once shown. (Headless pages are never hidden, so
+  // the page's `document.hidden` is stood in for.)
+  const solo = await context.newPage();
+  await solo.goto(`${base}/metrics`);
+  const parked = await metric('longpoll_waiters');
+  const id = `${client}-pause`;
+  const publishTo = async text => {
+    const reply = await fetch(`${base}/publish/${id}`, { method: 'POST', body: text });
+    check(reply.status === 202, `publish answered ${reply.status}`);
+  };
+  await solo.evaluate(async id => {
+    window.hiddenNow = false;
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => window.hiddenNow });
+    const { LongPoll } = await import('/longpoll.js');
+    window.seen = [];
+    window.solo = new LongPoll(`/poll/${id}`, { pauseWhenHidden: true });
+    window.solo.addEventListener('event', e => window.seen.push(e.detail.data));
+    window.solo.start();
+  }, id);
+  const seen = () => solo.evaluate(() => window.seen.join(','));
+  await eventually('the pausable poll to park', async () => (await metric('longpoll_waiters')) === parked + 1);
+  await publishTo('p1');
+  await eventually('p1', async () => (await seen()) === 'p1');
+  const setHidden = hidden => solo.evaluate(hidden => {
+    window.hiddenNow = hidden;
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+  await setHidden(true);
+  await eventually('the hidden page to stop polling', async () => (await metric('longpoll_waiters')) === parked);
+  check(await solo.evaluate(() => window.solo.state) === 'paused', 'the hidden page is not paused');
+  await publishTo('p2');
+  await publishTo('p3');
+  check(await seen() === 'p1', 'a hidden page got events');
+  await setHidden(false);
+  await eventually('p2 and p3 once shown', async () => (await seen()) === 'p1,p2,p3');
+
+  say('ok');
+} catch (err) {
+  console.error(`[e2e] FAILED: ${err.stack || err}`);
+  process.exitCode = 1;
+} finally {
+  clearTimeout(watchdog);
+  await context.close().catch(() => {});
+  fs.rmSync(profile, { recursive: true, force: true });
+  lines.return?.();
+  process.stdin.destroy();
+}
