@@ -13,10 +13,20 @@ use crate::error::Rejection;
 /// The `Last-Event-ID` header, as EventSource clients send it.
 pub(crate) const LAST_EVENT_ID: &str = "last-event-id";
 
+/// Where a client says it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Since {
+    /// After this cursor.
+    Cursor(Cursor),
+    /// Before everything: `0`, for a client starting out that wants its very
+    /// first events even if its first response is lost.
+    Start,
+}
+
 /// The parameters of one poll, as parsed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct PollParams {
-    pub(crate) cursor: Option<Cursor>,
+    pub(crate) cursor: Option<Since>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) batch: Option<usize>,
 }
@@ -86,7 +96,7 @@ fn name_of(name: &str) -> &'static str {
 
 /// An empty cursor means "no cursor": clients that interpolate a missing
 /// cursor into `?since=` or send an empty `Last-Event-ID` start afresh.
-fn parse_cursor_bytes(bytes: &[u8], source: &'static str) -> Result<Option<Cursor>, Rejection> {
+fn parse_cursor_bytes(bytes: &[u8], source: &'static str) -> Result<Option<Since>, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|_| Rejection::MalformedCursor {
         source,
         reason: "it is not valid UTF-8",
@@ -94,12 +104,14 @@ fn parse_cursor_bytes(bytes: &[u8], source: &'static str) -> Result<Option<Curso
     parse_cursor_text(text.trim(), source)
 }
 
-fn parse_cursor_text(text: &str, source: &'static str) -> Result<Option<Cursor>, Rejection> {
-    if text.is_empty() {
-        return Ok(None);
+fn parse_cursor_text(text: &str, source: &'static str) -> Result<Option<Since>, Rejection> {
+    match text {
+        "" => return Ok(None),
+        "0" => return Ok(Some(Since::Start)),
+        _ => {}
     }
     text.parse()
-        .map(Some)
+        .map(|cursor| Some(Since::Cursor(cursor)))
         .map_err(
             |err: crate::cursor::ParseCursorError| Rejection::MalformedCursor {
                 source,
@@ -109,8 +121,8 @@ fn parse_cursor_text(text: &str, source: &'static str) -> Result<Option<Cursor>,
 }
 
 /// `If-None-Match` must hold exactly one entity tag, strong or weak, whose
-/// value is a cursor.
-fn parse_entity_tag(value: &[u8]) -> Result<Cursor, Rejection> {
+/// value is a cursor (or `0`).
+fn parse_entity_tag(value: &[u8]) -> Result<Since, Rejection> {
     let malformed = |reason| Rejection::MalformedCursor {
         source: "the header `If-None-Match`",
         reason,
@@ -129,8 +141,12 @@ fn parse_entity_tag(value: &[u8]) -> Result<Cursor, Rejection> {
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .ok_or(malformed("expected one quoted entity tag, \"<cursor>\""))?;
+    if inner == "0" {
+        return Ok(Since::Start);
+    }
     inner
         .parse()
+        .map(Since::Cursor)
         .map_err(|err: crate::cursor::ParseCursorError| malformed(err.reason()))
 }
 
@@ -213,23 +229,23 @@ mod tests {
         let text = cursor.to_string();
         assert_eq!(
             parse_query(&format!("since={text}")).unwrap().cursor,
-            Some(cursor)
+            Some(Since::Cursor(cursor))
         );
         assert_eq!(
             with_header("last-event-id", &text).unwrap().cursor,
-            Some(cursor)
+            Some(Since::Cursor(cursor))
         );
         assert_eq!(
             with_header("if-none-match", &format!("\"{text}\""))
                 .unwrap()
                 .cursor,
-            Some(cursor)
+            Some(Since::Cursor(cursor))
         );
         assert_eq!(
             with_header("if-none-match", &format!("W/\"{text}\""))
                 .unwrap()
                 .cursor,
-            Some(cursor)
+            Some(Since::Cursor(cursor))
         );
 
         let mut headers = HeaderMap::new();
@@ -239,10 +255,14 @@ mod tests {
         );
         headers.insert("if-none-match", "\"garbage\"".parse().unwrap());
         let both = parse(Some(&format!("since={text}")), &headers).unwrap();
-        assert_eq!(both.cursor, Some(cursor), "since wins over the headers");
+        assert_eq!(
+            both.cursor,
+            Some(Since::Cursor(cursor)),
+            "since wins over the headers"
+        );
         assert_eq!(
             parse(None, &headers).unwrap().cursor,
-            Some(Cursor::new(1, 1))
+            Some(Since::Cursor(Cursor::new(1, 1)))
         );
     }
 
@@ -257,8 +277,22 @@ mod tests {
         headers.insert("if-none-match", format!("\"{cursor}\"").parse().unwrap());
         assert_eq!(
             parse(Some("since="), &headers).unwrap().cursor,
-            Some(cursor)
+            Some(Since::Cursor(cursor))
         );
+    }
+
+    #[test]
+    fn zero_means_before_everything_in_every_source() {
+        assert_eq!(parse_query("since=0").unwrap().cursor, Some(Since::Start));
+        assert_eq!(
+            with_header("last-event-id", "0").unwrap().cursor,
+            Some(Since::Start)
+        );
+        assert_eq!(
+            with_header("if-none-match", "\"0\"").unwrap().cursor,
+            Some(Since::Start)
+        );
+        assert!(parse_query("since=00").is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::future::{PollFuture, ResponseFuture, drain_body};
 use crate::hub::Counters;
 use crate::hub::wait::{Refusal, Wait};
 use crate::layer::Shared;
-use crate::params;
+use crate::params::{self, Since};
 use crate::response::{self, Delivery};
 use crate::store::{ReadFrom, StoreError};
 
@@ -159,7 +159,11 @@ where
     } else {
         1
     };
-    let from = params.cursor.map_or(ReadFrom::Delivered, ReadFrom::Cursor);
+    let from = match params.cursor {
+        None => ReadFrom::Delivered,
+        Some(Since::Cursor(cursor)) => ReadFrom::Cursor(cursor),
+        Some(Since::Start) => ReadFrom::Start,
+    };
     // A client that asks for no wait only reads: it never takes a parking slot.
     let park = params.timeout != Some(Duration::ZERO);
     let wait_for = shared.wait_for(params.timeout);

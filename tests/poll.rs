@@ -531,3 +531,24 @@ async fn a_zero_timeout_only_reads_and_never_takes_a_parking_slot() {
     hub.publish("quinn", Event::new("x")).await.unwrap();
     assert_eq!(held.response(false).await.text(), "x");
 }
+
+#[tokio::test]
+async fn since_zero_starts_at_the_oldest_event_whatever_was_delivered() {
+    let server = server().await;
+    let c1 = server.hub.publish("rae", Event::new("one")).await.unwrap();
+    server.hub.publish("rae", Event::new("two")).await.unwrap();
+    // Another client without a cursor takes both.
+    assert_eq!(get(server.addr, "/poll/rae").await.text(), "one");
+    assert_eq!(get(server.addr, "/poll/rae").await.text(), "two");
+    // A client starting out with `since=0` still gets them, from the first.
+    let first = get(server.addr, "/poll/rae?since=0").await;
+    assert_eq!(first.text(), "one");
+    assert_eq!(first.cursor(), c1.to_string());
+    assert_eq!(first.header("longpoll-gap"), None);
+    let zero = request(server.addr, "GET", "/poll/rae", &[("last-event-id", "0")]).await;
+    assert_eq!(zero.text(), "one");
+    // With nothing kept yet, `since=0` parks and its keepalive gives the start.
+    let fresh = get(server.addr, "/poll/sid?since=0&timeout=0").await;
+    assert_eq!(fresh.status, StatusCode::NO_CONTENT);
+    assert!(fresh.cursor().ends_with("-0"));
+}

@@ -448,6 +448,7 @@ impl Log {
                     (cursor, start, true)
                 }
             }
+            ReadFrom::Start => (Cursor::new(self.epoch, start), start, false),
             ReadFrom::Delivered => match self.delivered {
                 Some(delivered) => (
                     Cursor::new(self.epoch, delivered),
@@ -597,6 +598,23 @@ mod tests {
             body(&read(&store, "a", ReadFrom::Delivered)).as_deref(),
             Some("3")
         );
+    }
+
+    #[test]
+    fn start_reads_the_oldest_kept_event_whatever_was_delivered() {
+        let store = MemoryStore::builder().capacity(2).build();
+        for n in 1..=3 {
+            append(&store, "a", n);
+        }
+        let last = read(&store, "a", ReadFrom::Delivered).events()[0].cursor;
+        ready(store.commit("a", Cursor::new(last.epoch(), 3))).unwrap();
+        let start = read(&store, "a", ReadFrom::Start);
+        assert_eq!(body(&start).as_deref(), Some("2"));
+        assert!(!start.has_gap());
+        assert_eq!(start.position(), Cursor::new(last.epoch(), 1));
+        let fresh = read(&store, "b", ReadFrom::Start);
+        assert!(fresh.is_empty() && !fresh.has_gap());
+        assert_eq!(fresh.position().seq(), 0);
     }
 
     #[test]

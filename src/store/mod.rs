@@ -98,6 +98,10 @@ pub enum ReadFrom {
     /// After the id's delivery position: the client sent no cursor. An id
     /// that has never had an event committed starts at its oldest kept event.
     Delivered,
+    /// From the oldest kept event, whatever the delivery position: a client
+    /// starting out that wants no event lost even on its first poll
+    /// (`?since=0`). Not a gap: the client claims to have nothing.
+    Start,
 }
 
 /// What a [`Store::read`] found.

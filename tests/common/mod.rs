@@ -328,6 +328,13 @@ impl Conn {
         }
     }
 
+    /// Waits until some bytes of a response have arrived (or the stream ends).
+    pub async fn read_some(&mut self) {
+        if self.buf.is_empty() {
+            within("some bytes", self.fill()).await;
+        }
+    }
+
     /// Whether the server closed the connection (reads end of stream).
     pub async fn closed_by_server(&mut self) -> bool {
         within("the server to close", async { !self.fill().await }).await

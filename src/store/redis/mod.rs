@@ -487,6 +487,7 @@ impl Store for RedisStore {
                     ("c", cursor.epoch().to_string(), cursor.seq().to_string())
                 }
                 ReadFrom::Delivered => ("d", String::new(), "0".to_owned()),
+                ReadFrom::Start => ("s", String::new(), "0".to_owned()),
             };
             let args: Vec<Value> = vec![
                 mode.into(),
@@ -507,7 +508,7 @@ impl Store for RedisStore {
             let epoch = parse_u64(epoch).ok_or_else(|| malformed("epoch"))?;
             let position = match from {
                 ReadFrom::Cursor(cursor) => cursor,
-                ReadFrom::Delivered => Cursor::new(
+                ReadFrom::Delivered | ReadFrom::Start => Cursor::new(
                     epoch,
                     parse_u64(position).ok_or_else(|| malformed("position"))?,
                 ),

@@ -87,7 +87,7 @@ return {epoch, seq}
 "#;
 
 /// KEYS: log, meta. ARGV: mode (`c`: after a cursor, `d`: after the delivery
-/// position), cursor epoch, cursor seq, max events, event TTL ms, idle TTL
+/// position, `s`: from the oldest kept event), cursor epoch, cursor seq, max events, event TTL ms, idle TTL
 /// ms, epoch candidate.
 /// Returns `{epoch, position seq, gap (0/1), entries}`; for mode `c` the
 /// position is the client's own cursor and the returned seq is unused.
@@ -108,6 +108,10 @@ if ARGV[1] == 'c' then
     gap = true
   end
   position = seq
+elseif ARGV[1] == 's' then
+  after = start
+  gap = false
+  position = start
 else
   local delivered = redis.call('HGET', meta, 'delivered')
   if delivered then
