@@ -96,7 +96,7 @@ pub use crate::cursor::{Cursor, ParseCursorError};
 pub use crate::error::PublishError;
 pub use crate::event::{Event, StoredEvent};
 pub use crate::future::ResponseFuture;
-pub use crate::hub::{Hub, HubBuilder, Stats};
+pub use crate::hub::{Hub, HubBuilder, Stats, WaitError, WaitFor, WaitLimits};
 pub use crate::keepalive::KeepAlive;
 pub use crate::layer::{LongPollLayer, LongPollLayerBuilder};
 pub use crate::response::LONGPOLL_GAP;
