@@ -831,6 +831,7 @@ fn help_documents_every_flag() {
         "--shutdown-grace",
         "--tls-cert",
         "--tls-key",
+        "--log-format",
         "LONGPOLL_GATEWAY_UPSTREAM",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");

@@ -123,6 +123,23 @@ pub struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "LONGPOLL_GATEWAY_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Log lines as `text` or `json` (one object per line); the level comes
+    /// from RUST_LOG (default `info`). Flag or environment only.
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The TOML file: the same settings, named as the flags.

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tower_longpoll::{Hub, LongPoll, LongPollLayer};
 use tower_service::Service;
 
-use crate::config::{Args, Config};
+use crate::config::{Args, Config, LogFormat};
 use crate::proxy::{Gateway, ProxyBody, Upstream};
 use crate::server::Handler;
 use crate::state::{Channels, Metrics, State};
@@ -43,12 +43,17 @@ const REMEMBERED_CHANNELS: usize = 1_000_000;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let config = match Config::load(args) {
         Ok(config) => config,
         Err(err) => {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE,
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE,
 };
 use http::request::Parts;
 use http::uri::PathAndQuery;
@@ -317,6 +317,8 @@ fn prepare_head(parts: &mut Parts, client: Option<ClientInfo>) {
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
     remove_grip(headers);
+    // The gateway's server side already answered any `100-continue`.
+    headers.remove(EXPECT);
     if !headers.contains_key(HOST) {
         if let Some(authority) = parts.uri.authority() {
             if let Ok(host) = HeaderValue::try_from(authority.as_str()) {
