@@ -265,9 +265,21 @@ async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<
         }
 
         let (head, body) = response.into_parts();
-        let body = match Limited::new(body, MAX_INSTRUCTION_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(err) => {
+        let read = Limited::new(body, MAX_INSTRUCTION_BODY).collect();
+        let body = match tokio::time::timeout(state.config.upstream_timeout, read).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Err(_) => {
+                add(&state.metrics.upstream_timeouts);
+                tracing::warn!(
+                    path = parts.uri.path(),
+                    "upstream too slow with its GRIP response"
+                );
+                return text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the upstream did not finish its GRIP response in time",
+                );
+            }
+            Ok(Err(err)) => {
                 add(&state.metrics.bad_instructions);
                 tracing::warn!(error = %err, "could not read the upstream's GRIP response");
                 return text(
