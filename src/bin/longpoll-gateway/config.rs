@@ -44,17 +44,32 @@ pub struct Args {
     pub publish_listen: Option<SocketAddr>,
     /// When set, publishing needs `Authorization: Bearer TOKEN` (or a JWT
     /// signed with --publish-key); otherwise 401.
-    #[arg(long, env = "LONGPOLL_GATEWAY_PUBLISH_TOKEN", value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_PUBLISH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub publish_token: Option<String>,
     /// When set, publishing accepts `Authorization: Bearer JWT`, the JWT
     /// signed with KEY (HS256) and not expired (`exp` required), as GRIP
     /// publisher libraries send it.
-    #[arg(long, env = "LONGPOLL_GATEWAY_PUBLISH_KEY", value_name = "KEY")]
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_PUBLISH_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub publish_key: Option<String>,
     /// Key that signs the Grip-Sig JWT sent upstream (HS256). Without it, a
     /// random key is made at start: backends that verify Grip-Sig then
     /// refuse to hold.
-    #[arg(long, env = "LONGPOLL_GATEWAY_SIG_KEY", value_name = "KEY")]
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_SIG_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub sig_key: Option<String>,
     /// `iss` claim of the Grip-Sig JWT. [default: longpoll-gateway]
     #[arg(long, env = "LONGPOLL_GATEWAY_SIG_ISS", value_name = "NAME")]
