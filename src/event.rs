@@ -1,7 +1,7 @@
 //! Events: what a publisher sends and a parked poll receives.
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::cursor::Cursor;
 
@@ -9,6 +9,15 @@ use crate::cursor::Cursor;
 ///
 /// The body is delivered byte for byte as the body of the poll's response, with
 /// the event's content type (`application/octet-stream` when none was given).
+///
+/// An event may also carry a whole response: its own [status](Event::status)
+/// and [headers](Event::headers), as a GRIP publisher sends an
+/// `http-response`. A poll answered with one event gets them; the layer's own
+/// headers (`Content-Type`, `ETag`, `Cache-Control`, `Longpoll-Gap`) and the
+/// message framing (`Content-Length`, `Transfer-Encoding`, `Connection` and
+/// the other hop-by-hop headers) are always the layer's. A batch
+/// (`multipart/mixed`) is always `200` and its parts carry only their content
+/// type and cursor.
 ///
 /// ```
 /// use tower_longpoll::Event;
@@ -22,6 +31,9 @@ pub struct Event {
     data: Bytes,
     content_type: Option<HeaderValue>,
     invalid_content_type: bool,
+    status: Option<StatusCode>,
+    // Boxed: most events have none, and a `HeaderMap` is large.
+    headers: Option<Box<HeaderMap>>,
 }
 
 impl Event {
@@ -31,6 +43,8 @@ impl Event {
             data: data.into(),
             content_type: None,
             invalid_content_type: false,
+            status: None,
+            headers: None,
         }
     }
 
@@ -58,6 +72,31 @@ impl Event {
         self
     }
 
+    /// Sets the status of the response that delivers this event alone
+    /// (default `200 OK`).
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_longpoll::Event;
+    ///
+    /// let gone = Event::new("the order was cancelled").status(StatusCode::GONE);
+    /// assert_eq!(gone.status_value(), Some(StatusCode::GONE));
+    /// ```
+    pub fn status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Sets headers sent with the response that delivers this event alone,
+    /// replacing any set before. Headers the layer sets itself, and hop-by-hop
+    /// and framing headers, are not sent (see the type's docs); a
+    /// `Content-Type` here is ignored in favour of
+    /// [`content_type`](Event::content_type).
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = (!headers.is_empty()).then(|| Box::new(headers));
+        self
+    }
+
     /// The body of the event.
     pub fn data(&self) -> &Bytes {
         &self.data
@@ -68,13 +107,29 @@ impl Event {
         self.content_type.as_ref()
     }
 
+    /// The status set with [`status`](Event::status).
+    pub fn status_value(&self) -> Option<StatusCode> {
+        self.status
+    }
+
+    /// The headers set with [`headers`](Event::headers).
+    pub fn headers_value(&self) -> Option<&HeaderMap> {
+        self.headers.as_deref()
+    }
+
     pub(crate) fn has_invalid_content_type(&self) -> bool {
         self.invalid_content_type
     }
 
     /// The number of bytes this event occupies in a log, for the store's limits.
     pub(crate) fn kept_size(&self) -> usize {
-        self.data.len() + self.content_type.as_ref().map_or(0, HeaderValue::len)
+        let headers = self.headers.as_deref().map_or(0, |headers| {
+            headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len())
+                .sum()
+        });
+        self.data.len() + self.content_type.as_ref().map_or(0, HeaderValue::len) + headers
     }
 }
 

@@ -65,6 +65,13 @@
 //! a FIN or RST cannot be noticed by anyone until TCP keepalive or the poll
 //! timeout fires; set TCP keepalive on accepted sockets.
 //!
+//! # Waiting without the layer
+//! Code that holds requests its own way (the `longpoll-gateway` binary holds
+//! GRIP requests on several channels at once) waits on the hub directly with
+//! [`Hub::wait_for`]: the same race-free wait as a parked poll, on one or
+//! several ids, cancelled by dropping it. An [`Event`] may carry its own
+//! status and headers, as a published HTTP response does.
+//!
 //! # Runtime
 //! Polls use tokio's timer, so the service runs inside a tokio runtime with
 //! time enabled, as hyper and axum servers do.
@@ -99,7 +106,7 @@ pub use crate::cursor::{Cursor, ParseCursorError};
 pub use crate::error::PublishError;
 pub use crate::event::{Event, StoredEvent};
 pub use crate::future::ResponseFuture;
-pub use crate::hub::{Hub, HubBuilder, Stats};
+pub use crate::hub::{Hub, HubBuilder, Stats, WaitError, WaitFor, WaitLimits};
 pub use crate::keepalive::KeepAlive;
 pub use crate::layer::{LongPollLayer, LongPollLayerBuilder};
 pub use crate::response::LONGPOLL_GAP;

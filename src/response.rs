@@ -37,16 +37,27 @@ pub(crate) struct Delivery<'a> {
 pub(crate) fn events(delivery: Delivery<'_>, result: ReadResult) -> Response<ReplyBody> {
     let events = result.events();
     let last = events.last().expect("a delivery has at least one event");
+    let mut response = Response::new(ReplyBody::empty());
     let (content_type, data) = if delivery.multipart {
         multipart(&result)
     } else {
         let event = &last.event;
+        if let Some(status) = event.status_value() {
+            *response.status_mut() = status;
+        }
+        if let Some(extra) = event.headers_value() {
+            let headers = response.headers_mut();
+            for (name, value) in extra {
+                if !is_reserved(name) {
+                    headers.append(name, value.clone());
+                }
+            }
+        }
         (
             event.content_type_value().cloned().unwrap_or(OCTET_STREAM),
             event.data().clone(),
         )
     };
-    let mut response = Response::new(ReplyBody::empty());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, content_type);
     headers.insert(ETAG, last.cursor.encode().etag());
@@ -62,6 +73,31 @@ pub(crate) fn events(delivery: Delivery<'_>, result: ReadResult) -> Response<Rep
         *response.body_mut() = ReplyBody::event(data, commit);
     }
     response
+}
+
+/// Whether an event's own header is one the layer sets or the connection
+/// owns, and so is not sent.
+fn is_reserved(name: &HeaderName) -> bool {
+    use http::header::{
+        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
+        UPGRADE,
+    };
+    [
+        CONTENT_TYPE,
+        CONTENT_LENGTH,
+        ETAG,
+        CACHE_CONTROL,
+        LONGPOLL_GAP,
+        CONNECTION,
+        TRANSFER_ENCODING,
+        TE,
+        TRAILER,
+        UPGRADE,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
 }
 
 /// Several events in one `multipart/mixed` body; each part has the event's

@@ -2,6 +2,7 @@
 
 pub(crate) mod registry;
 pub(crate) mod wait;
+mod wait_for;
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use crate::cursor::Cursor;
 use crate::error::PublishError;
 use crate::event::Event;
 use crate::store::{MemoryStore, Notifier, Store};
+
+pub use self::wait_for::{WaitError, WaitFor, WaitLimits};
 
 /// The default cap on an event's body: 1 MiB.
 const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;

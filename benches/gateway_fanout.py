@@ -1,0 +1,141 @@
+"""Fan-out figures for longpoll-gateway: N clients held by GRIP on one
+channel, one publish, how long until all N have their response, and the
+gateway's memory while they are held. Loopback only; bounded in count and
+time.
+
+    cargo build --release --features gateway --bin longpoll-gateway
+    python3 benches/gateway_fanout.py target/release/longpoll-gateway 5000
+    python3 benches/gateway_fanout.py target/release/longpoll-gateway 5000 route
+
+It starts a minimal asyncio upstream that answers every request with a hold
+on channel `fan`, starts the gateway in front of it, opens N keep-alive
+connections, waits until N holds are counted in /metrics, publishes once,
+and reads every response. The gateway is stopped by its PID. With `route`,
+the clients poll a `--route` held by the gateway itself instead (no upstream
+involved), for comparison.
+"""
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+HOLD = (
+    b"HTTP/1.1 200 OK\r\nGrip-Hold: response\r\nGrip-Channel: fan\r\n"
+    b"Grip-Timeout: 120\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+async def upstream(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head:
+                return
+            writer.write(HOLD)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def http(addr, method, path, body=b""):
+    reader, writer = await asyncio.open_connection(*addr)
+    writer.write(
+        b"%s %s HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+        % (method.encode(), path.encode(), len(body))
+        + body
+    )
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    return data
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def read_response(reader):
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+    await reader.readexactly(length)
+    return head.split(b" ", 2)[1]
+
+
+async def main(binary, n, route):
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0, backlog=4096)
+    up = server.sockets[0].getsockname()
+    gateway = subprocess.Popen(
+        [binary, "--upstream", "http://%s:%d" % up, "--listen", "127.0.0.1:0",
+         "--publish-listen", "127.0.0.1:0", "--sig-key", "bench"]
+        + (["--route", "/poll/{id}", "--max-per-id", str(n), "--timeout", "120"] if route else []),
+        stdout=subprocess.PIPE, env=dict(os.environ, RUST_LOG="warn"),
+    )
+    try:
+        listen = gateway.stdout.readline().decode().split("http://")[1].strip()
+        publish = gateway.stdout.readline().decode().split("http://")[1].strip()
+        client_addr = (listen.split(":")[0], int(listen.split(":")[1]))
+        publish_addr = (publish.split(":")[0], int(publish.split(":")[1]))
+        idle_rss = rss_kib(gateway.pid)
+
+        conns = []
+        for start in range(0, n, 500):
+            batch = await asyncio.gather(
+                *[asyncio.open_connection(*client_addr) for _ in range(start, min(n, start + 500))]
+            )
+            for reader, writer in batch:
+                writer.write(b"GET /poll/fan HTTP/1.1\r\nhost: x\r\n\r\n")
+            conns.extend(batch)
+        deadline = time.monotonic() + 60
+        while True:
+            metrics = (await http(publish_addr, "GET", "/metrics")).decode()
+            gauge = "longpoll_waiters" if route else "longpoll_gateway_grip_holding"
+            holding = int(re.search(r"^%s (\d+)" % gauge, metrics, re.M).group(1))
+            if holding == n:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("only %d of %d held" % (holding, n))
+            await asyncio.sleep(0.05)
+        held_rss = rss_kib(gateway.pid)
+
+        item = {"items": [{"channel": "fan", "formats": {"http-response": {"body": "x" * 100}}}]}
+        started = time.monotonic()
+        if route:
+            await http(publish_addr, "POST", "/publish/fan", b"x" * 100)
+        else:
+            await http(publish_addr, "POST", "/publish/", json.dumps(item).encode())
+        statuses = await asyncio.wait_for(
+            asyncio.gather(*[read_response(reader) for reader, _ in conns]), 60
+        )
+        elapsed = time.monotonic() - started
+        assert all(status == b"200" for status in statuses), set(statuses)
+        print("clients held:              %d (%s)" % (n, "--route polls" if route else "GRIP holds"))
+        print("gateway RSS idle:          %.1f MiB" % (idle_rss / 1024))
+        print("gateway RSS with holds:    %.1f MiB (%.1f KiB per held client)"
+              % (held_rss / 1024, (held_rss - idle_rss) / n))
+        print("publish -> all %d answered: %.0f ms" % (n, elapsed * 1000))
+        for _, writer in conns:
+            writer.close()
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=30)
+        server.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(
+        main(
+            sys.argv[1],
+            int(sys.argv[2]) if len(sys.argv) > 2 else 5000,
+            len(sys.argv) > 3 and sys.argv[3] == "route",
+        )
+    )

@@ -1,0 +1,454 @@
+//! Configuration: flags, environment variables and a TOML file, in that
+//! order of precedence, then the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use clap::Parser;
+use http::Uri;
+use serde::Deserialize;
+
+/// A GRIP-compatible reverse proxy that holds long-polls.
+///
+/// Every request is forwarded to the upstream, except the polls of the
+/// `--route` patterns, which the gateway holds itself. An upstream that
+/// answers with GRIP instructions (`Grip-Hold: response` or an
+/// `application/grip-instruct` body) has the request held on its channels
+/// until a publish or the timeout. Publishing, metrics and health are on the
+/// publish listener.
+///
+/// Every setting can also come from the environment (LONGPOLL_GATEWAY_<FLAG>,
+/// shown with each flag) or from the TOML file given with --config (the flag
+/// names as keys, e.g. `publish-listen = "127.0.0.1:5561"`,
+/// `route = ["/poll/{client}"]`). Flags win over the environment, which wins
+/// over the file. Keys may be given as `base64:<data>`, as in Pushpin.
+#[derive(Parser, Debug, Default)]
+#[command(name = "longpoll-gateway", version, verbatim_doc_comment)]
+pub struct Args {
+    /// TOML file with any of the settings below.
+    #[arg(long, env = "LONGPOLL_GATEWAY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address the clients connect to (port 0 picks a free port; the address
+    /// is printed). [default: 127.0.0.1:7999]
+    #[arg(long, env = "LONGPOLL_GATEWAY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The backend every request is forwarded to: http://host:port, with an
+    /// optional path prefix. Required.
+    #[arg(long, env = "LONGPOLL_GATEWAY_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Address of the publish API, /metrics and /healthz.
+    /// [default: 127.0.0.1:5561]
+    #[arg(long, env = "LONGPOLL_GATEWAY_PUBLISH_LISTEN", value_name = "ADDR")]
+    pub publish_listen: Option<SocketAddr>,
+    /// When set, publishing needs `Authorization: Bearer TOKEN` (or a JWT
+    /// signed with --publish-key); otherwise 401.
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_PUBLISH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub publish_token: Option<String>,
+    /// When set, publishing accepts `Authorization: Bearer JWT`, the JWT
+    /// signed with KEY (HS256) and not expired (`exp` required), as GRIP
+    /// publisher libraries send it.
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_PUBLISH_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub publish_key: Option<String>,
+    /// Key that signs the Grip-Sig JWT sent upstream (HS256). Without it, a
+    /// random key is made at start: backends that verify Grip-Sig then
+    /// refuse to hold.
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_SIG_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub sig_key: Option<String>,
+    /// `iss` claim of the Grip-Sig JWT. [default: longpoll-gateway]
+    #[arg(long, env = "LONGPOLL_GATEWAY_SIG_ISS", value_name = "NAME")]
+    pub sig_iss: Option<String>,
+    /// A path held by the gateway itself, e.g. /poll/{client}: the client id
+    /// is the pattern's only {param}; events come from the publish API.
+    /// Repeatable (comma-separated in the environment).
+    #[arg(
+        long = "route",
+        env = "LONGPOLL_GATEWAY_ROUTE",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    pub routes: Vec<String>,
+    /// Seconds a --route poll waits for an event before its keepalive (204).
+    /// [default: 30]
+    #[arg(long, env = "LONGPOLL_GATEWAY_TIMEOUT", value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    /// Most requests held at once, --route polls and GRIP holds together (a
+    /// GRIP hold on N channels counts N). [default: 100000]
+    #[arg(long, env = "LONGPOLL_GATEWAY_MAX_WAITERS", value_name = "N")]
+    pub max_waiters: Option<usize>,
+    /// Most --route polls held at once on one client id. [default: 8]
+    #[arg(long, env = "LONGPOLL_GATEWAY_MAX_PER_ID", value_name = "N")]
+    pub max_per_id: Option<usize>,
+    /// Seconds a GRIP hold lasts when the upstream sends no Grip-Timeout.
+    /// [default: 55]
+    #[arg(long, env = "LONGPOLL_GATEWAY_GRIP_TIMEOUT", value_name = "SECONDS")]
+    pub grip_timeout: Option<u64>,
+    /// Shortest Grip-Timeout honoured; shorter ones are raised to it.
+    /// [default: 5]
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_GRIP_TIMEOUT_MIN",
+        value_name = "SECONDS"
+    )]
+    pub grip_timeout_min: Option<u64>,
+    /// Longest Grip-Timeout honoured; longer ones are cut to it.
+    /// [default: 300]
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_GRIP_TIMEOUT_MAX",
+        value_name = "SECONDS"
+    )]
+    pub grip_timeout_max: Option<u64>,
+    /// Seconds the upstream has to send its response head before the client
+    /// gets 504. [default: 30]
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_UPSTREAM_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub upstream_timeout: Option<f64>,
+    /// Seconds to connect to the upstream before the client gets 502.
+    /// [default: 5]
+    #[arg(long, env = "LONGPOLL_GATEWAY_CONNECT_TIMEOUT", value_name = "SECONDS")]
+    pub connect_timeout: Option<f64>,
+    /// Seconds connections get to finish after SIGTERM/SIGINT, once held
+    /// requests were answered 503. [default: 10]
+    #[arg(long, env = "LONGPOLL_GATEWAY_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    pub shutdown_grace: Option<f64>,
+    /// PEM certificate chain: serve clients over TLS (HTTP/2 and HTTP/1.1
+    /// by ALPN). Needs --tls-key.
+    #[arg(long, env = "LONGPOLL_GATEWAY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LONGPOLL_GATEWAY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Log lines as `text` or `json` (one object per line); the level comes
+    /// from RUST_LOG (default `info`). Flag or environment only.
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The TOML file: the same settings, named as the flags.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct File {
+    listen: Option<SocketAddr>,
+    upstream: Option<String>,
+    publish_listen: Option<SocketAddr>,
+    publish_token: Option<String>,
+    publish_key: Option<String>,
+    sig_key: Option<String>,
+    sig_iss: Option<String>,
+    route: Option<Vec<String>>,
+    timeout: Option<f64>,
+    max_waiters: Option<usize>,
+    max_per_id: Option<usize>,
+    grip_timeout: Option<u64>,
+    grip_timeout_min: Option<u64>,
+    grip_timeout_max: Option<u64>,
+    upstream_timeout: Option<f64>,
+    connect_timeout: Option<f64>,
+    shutdown_grace: Option<f64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+/// The settings in force.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub upstream: Uri,
+    pub publish_listen: SocketAddr,
+    pub publish_token: Option<String>,
+    pub publish_key: Option<Vec<u8>>,
+    /// `None`: sign with a random key.
+    pub sig_key: Option<Vec<u8>>,
+    pub sig_iss: String,
+    pub routes: Vec<String>,
+    pub timeout: Duration,
+    pub max_waiters: usize,
+    pub max_per_id: usize,
+    pub grip_timeout: Duration,
+    pub grip_timeout_min: Duration,
+    pub grip_timeout_max: Duration,
+    pub upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Config {
+    /// Merges flags (and the environment, which clap reads) over the file
+    /// named by `--config`, over the defaults.
+    pub fn load(args: Args) -> Result<Config, String> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => File::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    fn merge(args: Args, file: File) -> Result<Config, String> {
+        let upstream = args
+            .upstream
+            .or(file.upstream)
+            .ok_or("--upstream URL is required (the backend to forward to)")?;
+        let upstream = parse_upstream(&upstream)?;
+        let routes = if args.routes.is_empty() {
+            file.route.unwrap_or_default()
+        } else {
+            args.routes
+        };
+        for route in &routes {
+            check_route(route)?;
+        }
+        let grip_timeout_min = args.grip_timeout_min.or(file.grip_timeout_min).unwrap_or(5);
+        let grip_timeout_max = args
+            .grip_timeout_max
+            .or(file.grip_timeout_max)
+            .unwrap_or(300);
+        if grip_timeout_min > grip_timeout_max {
+            return Err(format!(
+                "--grip-timeout-min ({grip_timeout_min}) is above --grip-timeout-max ({grip_timeout_max})"
+            ));
+        }
+        let grip_timeout = args.grip_timeout.or(file.grip_timeout).unwrap_or(55);
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
+        let publish_key = args
+            .publish_key
+            .or(file.publish_key)
+            .map(|key| decode_key("--publish-key", &key))
+            .transpose()?;
+        let sig_key = args
+            .sig_key
+            .or(file.sig_key)
+            .map(|key| decode_key("--sig-key", &key))
+            .transpose()?;
+        Ok(Config {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7999))),
+            upstream,
+            publish_listen: args
+                .publish_listen
+                .or(file.publish_listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5561))),
+            publish_token: args
+                .publish_token
+                .or(file.publish_token)
+                .filter(|token| !token.is_empty()),
+            publish_key,
+            sig_key,
+            sig_iss: args
+                .sig_iss
+                .or(file.sig_iss)
+                .unwrap_or_else(|| "longpoll-gateway".into()),
+            routes,
+            timeout: seconds("--timeout", args.timeout.or(file.timeout).unwrap_or(30.0))?,
+            max_waiters: args.max_waiters.or(file.max_waiters).unwrap_or(100_000),
+            max_per_id: args.max_per_id.or(file.max_per_id).unwrap_or(8),
+            grip_timeout: Duration::from_secs(
+                grip_timeout.clamp(grip_timeout_min, grip_timeout_max),
+            ),
+            grip_timeout_min: Duration::from_secs(grip_timeout_min),
+            grip_timeout_max: Duration::from_secs(grip_timeout_max),
+            upstream_timeout: seconds(
+                "--upstream-timeout",
+                args.upstream_timeout
+                    .or(file.upstream_timeout)
+                    .unwrap_or(30.0),
+            )?,
+            connect_timeout: seconds(
+                "--connect-timeout",
+                args.connect_timeout.or(file.connect_timeout).unwrap_or(5.0),
+            )?,
+            shutdown_grace: seconds(
+                "--shutdown-grace",
+                args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10.0),
+            )?,
+            tls,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<File, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    toml::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{flag} must be a non-negative number of seconds"))
+}
+
+/// A key as given, or decoded from `base64:<data>`.
+fn decode_key(flag: &str, key: &str) -> Result<Vec<u8>, String> {
+    let bytes = match key.strip_prefix("base64:") {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|err| format!("{flag}: invalid base64: {err}"))?,
+        None => key.as_bytes().to_vec(),
+    };
+    if bytes.is_empty() {
+        return Err(format!("{flag} must not be empty"));
+    }
+    Ok(bytes)
+}
+
+fn parse_upstream(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|err| format!("--upstream {text:?}: {err}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "--upstream {text:?}: https upstreams are not supported; put the backend on http"
+            ));
+        }
+        _ => return Err(format!("--upstream {text:?}: expected http://host:port")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("--upstream {text:?}: no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("--upstream {text:?}: a query is not allowed"));
+    }
+    Ok(uri)
+}
+
+/// The layer panics on a malformed pattern: check it here, with a message.
+fn check_route(pattern: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("--route {pattern:?}: {why}"));
+    let Some(rest) = pattern.strip_prefix('/') else {
+        return bad("it must start with `/`");
+    };
+    let mut params = 0;
+    for segment in rest.split('/') {
+        if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return bad("a parameter is `{name}` of letters, digits and `_`");
+            }
+            params += 1;
+        } else if segment.contains(['{', '}']) {
+            return bad("a segment is either a literal or a whole `{name}`");
+        }
+    }
+    if params != 1 {
+        return bad("it needs exactly one `{param}`: the client id");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("longpoll-gateway").chain(list.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let file: File = toml::from_str(
+            r#"
+            upstream = "http://127.0.0.1:1"
+            listen = "127.0.0.1:9000"
+            publish-listen = "127.0.0.1:9001"
+            route = ["/a/{id}", "/b/{id}"]
+            grip-timeout = 20
+            sig-key = "base64:c2VjcmV0"
+            "#,
+        )
+        .unwrap();
+        let config = Config::merge(
+            args(&[
+                "--listen",
+                "127.0.0.1:9100",
+                "--upstream",
+                "http://127.0.0.1:2",
+            ]),
+            file,
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(config.publish_listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(config.upstream, "http://127.0.0.1:2");
+        assert_eq!(config.routes, ["/a/{id}", "/b/{id}"]);
+        assert_eq!(config.grip_timeout, Duration::from_secs(20));
+        assert_eq!(config.sig_key.as_deref(), Some(&b"secret"[..]));
+        assert_eq!(config.sig_iss, "longpoll-gateway");
+        assert_eq!(config.max_per_id, 8);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = |list: &[&str]| Config::merge(args(list), File::default()).unwrap_err();
+        assert!(err(&[]).contains("--upstream"));
+        assert!(err(&["--upstream", "https://x"]).contains("https"));
+        assert!(err(&["--upstream", "http://x", "--route", "/poll"]).contains("exactly one"));
+        assert!(err(&["--upstream", "http://x", "--timeout=-1"]).contains("--timeout"));
+        assert!(err(&["--upstream", "http://x", "--tls-cert", "c"]).contains("--tls-key"));
+        assert!(
+            err(&[
+                "--upstream",
+                "http://x",
+                "--grip-timeout-min",
+                "9",
+                "--grip-timeout-max",
+                "3"
+            ])
+            .contains("above")
+        );
+        assert!(toml::from_str::<File>("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn the_default_grip_timeout_respects_the_bounds() {
+        let config = Config::merge(
+            args(&["--upstream", "http://x", "--grip-timeout-max", "30"]),
+            File::default(),
+        )
+        .unwrap();
+        assert_eq!(config.grip_timeout, Duration::from_secs(30));
+    }
+}

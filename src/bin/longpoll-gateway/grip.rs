@@ -1,0 +1,476 @@
+//! GRIP instructions from the upstream: `Grip-*` response headers or an
+//! `application/grip-instruct` JSON body.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde_json::Value;
+
+use crate::headers::{remove_grip, remove_hop_by_hop};
+
+/// Pushpin's cap on channels per hold.
+pub const MAX_CHANNELS: usize = 20;
+
+pub const GRIP_HOLD: HeaderName = HeaderName::from_static("grip-hold");
+pub const GRIP_CHANNEL: HeaderName = HeaderName::from_static("grip-channel");
+pub const GRIP_TIMEOUT: HeaderName = HeaderName::from_static("grip-timeout");
+pub const GRIP_STATUS: HeaderName = HeaderName::from_static("grip-status");
+pub const GRIP_LINK: HeaderName = HeaderName::from_static("grip-link");
+pub const GRIP_LAST: HeaderName = HeaderName::from_static("grip-last");
+pub const GRIP_SIG: HeaderName = HeaderName::from_static("grip-sig");
+
+/// A channel a request is held on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub name: String,
+    pub prev_id: Option<String>,
+}
+
+/// A response kept whole: what a held client gets on timeout.
+#[derive(Debug, Clone)]
+pub struct Whole {
+    pub status: StatusCode,
+    pub reason: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What the upstream asked for.
+#[derive(Debug)]
+pub enum Instruction {
+    /// Hold the request on these channels; `response` on timeout.
+    Hold(Hold),
+    /// No hold: answer with this response now (JSON form without `hold`).
+    Respond(Whole),
+}
+
+#[derive(Debug)]
+pub struct Hold {
+    pub channels: Vec<Channel>,
+    pub timeout: Option<Duration>,
+    pub response: Whole,
+    /// Where to POST when the held client goes away (`Grip-Link; rel=gone`).
+    pub gone: Option<String>,
+}
+
+/// Whether a response head carries GRIP instructions (then its body is read).
+pub fn is_instruction(headers: &HeaderMap) -> bool {
+    headers.contains_key(GRIP_HOLD)
+        || headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| {
+                media
+                    .trim()
+                    .eq_ignore_ascii_case("application/grip-instruct")
+            })
+}
+
+/// Reads the instructions of a response whose head passed [`is_instruction`].
+pub fn parse(status: StatusCode, headers: HeaderMap, body: Bytes) -> Result<Instruction, String> {
+    if headers.contains_key(GRIP_HOLD) {
+        from_headers(status, headers, body).map(Instruction::Hold)
+    } else {
+        from_json(&body)
+    }
+}
+
+fn from_headers(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Result<Hold, String> {
+    let mode = header_text(&headers, &GRIP_HOLD)?.unwrap_or_default();
+    check_mode(mode.trim())?;
+    let mut channels = Vec::new();
+    for value in headers.get_all(GRIP_CHANNEL) {
+        let value = value
+            .to_str()
+            .map_err(|_| "Grip-Channel is not text".to_owned())?;
+        for item in split_list(value) {
+            channels.push(parse_channel(item)?);
+        }
+    }
+    let timeout = header_text(&headers, &GRIP_TIMEOUT)?
+        .map(|text| {
+            text.trim()
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|_| format!("Grip-Timeout {text:?} is not whole seconds"))
+        })
+        .transpose()?;
+    let (status, reason) = match header_text(&headers, &GRIP_STATUS)? {
+        Some(text) => parse_status(text)?,
+        None => (status, None),
+    };
+    let mut gone = None;
+    for value in headers.get_all(GRIP_LINK) {
+        let value = value
+            .to_str()
+            .map_err(|_| "Grip-Link is not text".to_owned())?;
+        for link in split_list(value) {
+            if let Some(url) = gone_link(link) {
+                gone = Some(url);
+            }
+        }
+    }
+    strip(&mut headers);
+    let hold = Hold {
+        channels,
+        timeout,
+        response: Whole {
+            status,
+            reason,
+            headers,
+            body,
+        },
+        gone,
+    };
+    check_channels(&hold.channels)?;
+    Ok(hold)
+}
+
+fn from_json(body: &[u8]) -> Result<Instruction, String> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| format!("application/grip-instruct body is not JSON: {err}"))?;
+    let object = value
+        .as_object()
+        .ok_or("application/grip-instruct body is not a JSON object")?;
+    let response = match object.get("response") {
+        None | Some(Value::Null) => Whole {
+            status: StatusCode::OK,
+            reason: None,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        },
+        Some(response) => parse_response(response, "response")?,
+    };
+    let Some(hold) = object.get("hold") else {
+        return Ok(Instruction::Respond(response));
+    };
+    let hold = hold.as_object().ok_or("hold is not an object")?;
+    check_mode(
+        hold.get("mode")
+            .and_then(Value::as_str)
+            .ok_or("hold.mode is missing or not a string")?,
+    )?;
+    let list = hold
+        .get("channels")
+        .and_then(Value::as_array)
+        .ok_or("hold.channels is missing or not an array")?;
+    let mut channels = Vec::with_capacity(list.len());
+    for (index, channel) in list.iter().enumerate() {
+        let name = channel
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("hold.channels[{index}].name is missing or not a string"))?;
+        let prev_id = match channel.get("prev-id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(id.clone()),
+            Some(_) => return Err(format!("hold.channels[{index}].prev-id is not a string")),
+        };
+        channels.push(Channel {
+            name: name.to_owned(),
+            prev_id,
+        });
+    }
+    check_channels(&channels)?;
+    let timeout = match hold.get("timeout") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(Duration::from_secs(
+            value.as_u64().ok_or("hold.timeout is not whole seconds")?,
+        )),
+    };
+    Ok(Instruction::Hold(Hold {
+        channels,
+        timeout,
+        response,
+        gone: None,
+    }))
+}
+
+/// An `http-response` object, as in a hold's `response` or a publish item:
+/// `code`, `reason`, `headers`, and `body` or `body-bin` (base64).
+pub fn parse_response(value: &Value, field: &str) -> Result<Whole, String> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| format!("{field} is not an object"))?;
+    let status = match object.get("code") {
+        None | Some(Value::Null) => StatusCode::OK,
+        Some(code) => code
+            .as_u64()
+            .and_then(|code| u16::try_from(code).ok())
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .ok_or_else(|| format!("{field}.code is not an HTTP status code"))?,
+    };
+    let reason = match object.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(reason)) => Some(reason.clone()),
+        Some(_) => return Err(format!("{field}.reason is not a string")),
+    };
+    let mut headers = HeaderMap::new();
+    let mut add = |name: &str, value: &Value| -> Result<(), String> {
+        let text = value
+            .as_str()
+            .ok_or_else(|| format!("{field}.headers.{name} is not a string"))?;
+        let header = HeaderName::try_from(name)
+            .map_err(|_| format!("{field}.headers: {name:?} is not a header name"))?;
+        let value = HeaderValue::try_from(text)
+            .map_err(|_| format!("{field}.headers.{name} is not a valid header value"))?;
+        headers.append(header, value);
+        Ok(())
+    };
+    match object.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (name, value) in map {
+                add(name, value)?;
+            }
+        }
+        // Pushpin also takes a list of [name, value] pairs.
+        Some(Value::Array(pairs)) => {
+            for (index, pair) in pairs.iter().enumerate() {
+                match pair.as_array().map(Vec::as_slice) {
+                    Some([Value::String(name), value]) => add(name, value)?,
+                    _ => {
+                        return Err(format!(
+                            "{field}.headers[{index}] is not a [name, value] pair"
+                        ));
+                    }
+                }
+            }
+        }
+        Some(_) => return Err(format!("{field}.headers is not an object")),
+    }
+    let body = match (object.get("body"), object.get("body-bin")) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "{field}: body and body-bin are exclusive; give one"
+            ));
+        }
+        (Some(Value::String(text)), None) => Bytes::from(text.clone()),
+        (Some(_), None) => return Err(format!("{field}.body is not a string")),
+        (None, Some(Value::String(encoded))) => Bytes::from(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|err| format!("{field}.body-bin is not base64: {err}"))?,
+        ),
+        (None, Some(_)) => return Err(format!("{field}.body-bin is not a string")),
+        (None, None) => Bytes::new(),
+    };
+    strip(&mut headers);
+    Ok(Whole {
+        status,
+        reason,
+        headers,
+        body,
+    })
+}
+
+fn check_mode(mode: &str) -> Result<(), String> {
+    match mode {
+        "response" => Ok(()),
+        "stream" => Err("Grip-Hold: stream is not supported (response mode only)".into()),
+        other => Err(format!("unknown Grip-Hold mode {other:?}")),
+    }
+}
+
+fn check_channels(channels: &[Channel]) -> Result<(), String> {
+    if channels.is_empty() {
+        return Err("a hold names no channel".into());
+    }
+    if channels.len() > MAX_CHANNELS {
+        return Err(format!(
+            "a hold names {} channels, more than {MAX_CHANNELS}",
+            channels.len()
+        ));
+    }
+    Ok(())
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, String> {
+    headers
+        .get(name)
+        .map(|value| value.to_str().map_err(|_| format!("{name} is not text")))
+        .transpose()
+}
+
+/// Splits a header list on commas outside quotes.
+fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    let mut items = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (index, byte) in value.bytes().enumerate() {
+        match byte {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                items.push(&value[start..index]);
+                start = index + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&value[start..]);
+    items
+        .into_iter()
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
+/// `name; prev-id=ID; filter=F` (filters are accepted and ignored).
+fn parse_channel(item: &str) -> Result<Channel, String> {
+    let mut parts = item.split(';');
+    let name = parts.next().unwrap_or_default().trim();
+    if name.is_empty() {
+        return Err(format!("Grip-Channel {item:?} has no channel name"));
+    }
+    let mut prev_id = None;
+    for param in parts {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        if key.trim().eq_ignore_ascii_case("prev-id") {
+            prev_id = Some(unquote(value.trim()).to_owned());
+        }
+    }
+    Ok(Channel {
+        name: name.to_owned(),
+        prev_id,
+    })
+}
+
+/// `CODE [REASON]`.
+fn parse_status(text: &str) -> Result<(StatusCode, Option<String>), String> {
+    let text = text.trim();
+    let (code, reason) = text.split_once(' ').unwrap_or((text, ""));
+    let status = code
+        .parse::<u16>()
+        .ok()
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or_else(|| format!("Grip-Status {text:?} does not start with a status code"))?;
+    let reason = reason.trim();
+    Ok((status, (!reason.is_empty()).then(|| reason.to_owned())))
+}
+
+/// The URL of `<url>; rel=gone`.
+fn gone_link(link: &str) -> Option<String> {
+    let mut parts = link.split(';');
+    let url = parts.next()?.trim().strip_prefix('<')?.strip_suffix('>')?;
+    let gone = parts.any(|param| {
+        param.split_once('=').is_some_and(|(key, value)| {
+            key.trim().eq_ignore_ascii_case("rel") && unquote(value.trim()) == "gone"
+        })
+    });
+    gone.then(|| url.to_owned())
+}
+
+fn unquote(text: &str) -> &str {
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text)
+}
+
+/// What never reaches a client from a kept response: `Grip-*`, hop-by-hop
+/// headers and the old framing.
+pub fn strip(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers);
+    remove_grip(headers);
+    headers.remove(CONTENT_LENGTH);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(list: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in list {
+            map.append(
+                HeaderName::try_from(*name).unwrap(),
+                HeaderValue::try_from(*value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn header_instructions() {
+        let map = headers(&[
+            ("grip-hold", "response"),
+            ("grip-channel", "a; prev-id=7, b"),
+            ("grip-channel", "c; filter=skip-self; prev-id=\"x,y\""),
+            ("grip-timeout", "20"),
+            ("grip-status", "404 Not There"),
+            ("grip-link", "</next>; rel=next, </gone?x=1>; rel=gone"),
+            ("grip-set-meta", "user=1"),
+            ("content-type", "text/plain"),
+            ("content-length", "5"),
+            ("connection", "close"),
+        ]);
+        assert!(is_instruction(&map));
+        let Instruction::Hold(hold) = parse(StatusCode::OK, map, Bytes::from("hello")).unwrap()
+        else {
+            panic!("a hold");
+        };
+        let names: Vec<_> = hold
+            .channels
+            .iter()
+            .map(|c| (c.name.as_str(), c.prev_id.as_deref()))
+            .collect();
+        assert_eq!(names, [("a", Some("7")), ("b", None), ("c", Some("x,y"))]);
+        assert_eq!(hold.timeout, Some(Duration::from_secs(20)));
+        assert_eq!(hold.response.status, StatusCode::NOT_FOUND);
+        assert_eq!(hold.response.reason.as_deref(), Some("Not There"));
+        assert_eq!(hold.gone.as_deref(), Some("/gone?x=1"));
+        let left: Vec<_> = hold.response.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type"]);
+    }
+
+    #[test]
+    fn json_instructions() {
+        let body = br#"{"hold": {"mode": "response", "channels": [{"name": "a", "prev-id": "1"}], "timeout": 9},
+            "response": {"code": 202, "reason": "Later", "headers": {"X-A": "1"}, "body-bin": "aGk="}}"#;
+        let map = headers(&[("content-type", "application/grip-instruct")]);
+        assert!(is_instruction(&map));
+        let Instruction::Hold(hold) = parse(StatusCode::OK, map, Bytes::from_static(body)).unwrap()
+        else {
+            panic!("a hold");
+        };
+        assert_eq!(hold.channels[0].prev_id.as_deref(), Some("1"));
+        assert_eq!(hold.timeout, Some(Duration::from_secs(9)));
+        assert_eq!(hold.response.status, StatusCode::ACCEPTED);
+        assert_eq!(hold.response.headers["x-a"], "1");
+        assert_eq!(hold.response.body, "hi");
+        let plain = br#"{"response": {"body": "now"}}"#;
+        let Instruction::Respond(now) = from_json(plain).unwrap() else {
+            panic!("a response");
+        };
+        assert_eq!((now.status, &now.body[..]), (StatusCode::OK, &b"now"[..]));
+    }
+
+    #[test]
+    fn bad_instructions_say_what() {
+        let bad =
+            |list: &[(&str, &str)]| parse(StatusCode::OK, headers(list), Bytes::new()).unwrap_err();
+        assert!(bad(&[("grip-hold", "stream"), ("grip-channel", "a")]).contains("stream"));
+        assert!(bad(&[("grip-hold", "response")]).contains("no channel"));
+        assert!(
+            bad(&[
+                ("grip-hold", "response"),
+                ("grip-channel", "a"),
+                ("grip-timeout", "x")
+            ])
+            .contains("Grip-Timeout")
+        );
+        let many = vec!["c"; 21].join(",");
+        assert!(bad(&[("grip-hold", "response"), ("grip-channel", &many)]).contains("20"));
+        assert!(from_json(b"[1]").unwrap_err().contains("object"));
+        assert!(
+            from_json(br#"{"hold": {"mode": "response", "channels": [{}]}}"#)
+                .unwrap_err()
+                .contains("channels[0].name")
+        );
+        assert!(
+            parse_response(&serde_json::json!({"body": "a", "body-bin": "YQ=="}), "r")
+                .unwrap_err()
+                .contains("exclusive")
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! GRIP holds: wait on the hold's channels, answer with the first published
+//! response or, on timeout, with the upstream's own.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::ext::ReasonPhrase;
+use tower_longpoll::store::{ReadFrom, StoreError, StoreFuture};
+use tower_longpoll::{Cursor, Hub, StoredEvent, WaitError, WaitLimits};
+
+use crate::grip::{Hold, Whole};
+use crate::proxy::{BoxError, ProxyBody, full, text, unavailable};
+use crate::state::{State, add};
+
+/// How a hold ended.
+pub enum Outcome {
+    /// Answer the client with this.
+    Respond(Response<ProxyBody>),
+    /// A `prev-id` is behind: send the request again with these `Grip-Last`
+    /// values.
+    Retry(Vec<HeaderValue>),
+}
+
+/// Holds a request on the channels of `hold`.
+///
+/// Each channel is waited on from where its client is: after the event
+/// published with the hold's `prev-id` when that is the channel's last id;
+/// otherwise after the channel's delivery position, so that an event
+/// published while nobody was held is answered at once. A `prev-id` that is
+/// not the channel's last id means the client is behind: when `may_retry`,
+/// the caller asks the upstream again with `Grip-Last`.
+pub async fn hold(state: &Arc<State>, hold: Hold, may_retry: bool) -> Outcome {
+    let mut behind = Vec::new();
+    let mut from = Vec::with_capacity(hold.channels.len());
+    for channel in &hold.channels {
+        let last = state.channels.last(&channel.name);
+        let start = match (&channel.prev_id, last) {
+            (Some(prev_id), Some(last)) => match &last.id {
+                Some(last_id) if **last_id == **prev_id => ReadFrom::Cursor(last.cursor),
+                Some(last_id) => {
+                    if let Ok(value) =
+                        HeaderValue::try_from(format!("{}; last-id={last_id}", channel.name))
+                    {
+                        behind.push(value);
+                    }
+                    ReadFrom::Cursor(last.cursor)
+                }
+                None => ReadFrom::Delivered,
+            },
+            _ => ReadFrom::Delivered,
+        };
+        from.push(start);
+    }
+    if !behind.is_empty() && may_retry {
+        return Outcome::Retry(behind);
+    }
+
+    let config = &state.config;
+    let timeout = hold.timeout.map_or(config.grip_timeout, |asked| {
+        asked.clamp(config.grip_timeout_min, config.grip_timeout_max)
+    });
+    let limits = WaitLimits::new(config.max_waiters, config.max_waiters);
+    let names: Vec<&str> = hold.channels.iter().map(|c| c.name.as_str()).collect();
+    let wait = state
+        .hub
+        .wait_for(names.iter().copied().zip(from), 1, limits);
+    add(&state.metrics.holds);
+    let mut guard = Held::new(state, hold.gone);
+    tracing::debug!(channels = ?names, timeout = ?timeout, "GRIP hold");
+    let outcome = tokio::time::timeout(timeout, wait).await;
+    guard.finish();
+    let metrics = &state.metrics;
+    let response = match outcome {
+        Ok(Ok((index, read))) => {
+            add(&metrics.hold_events);
+            let stored = &read.events()[0];
+            tracing::debug!(channel = names[index], cursor = %stored.cursor, "GRIP hold released by a publish");
+            event_response(&state.hub, names[index], stored)
+        }
+        Err(_elapsed) => {
+            add(&metrics.hold_timeouts);
+            whole_response(hold.response)
+        }
+        Ok(Err(WaitError::ShuttingDown)) => {
+            add(&metrics.hold_shed);
+            unavailable("the gateway is shutting down; retry, possibly elsewhere")
+        }
+        Ok(Err(WaitError::InvalidId(err))) => {
+            add(&metrics.bad_instructions);
+            tracing::warn!(error = %err, "the upstream named an invalid channel");
+            text(
+                StatusCode::BAD_GATEWAY,
+                &format!("the upstream named an invalid channel: {err}"),
+            )
+        }
+        Ok(Err(err)) => {
+            add(&metrics.hold_refused);
+            tracing::warn!(error = %err, "GRIP hold refused");
+            unavailable(&format!("the request cannot be held now: {err}"))
+        }
+    };
+    Outcome::Respond(response)
+}
+
+/// A response kept whole (the upstream's, for the timeout), with its reason
+/// phrase on HTTP/1.
+pub fn whole_response(whole: Whole) -> Response<ProxyBody> {
+    let mut response = Response::new(full(whole.body));
+    *response.status_mut() = whole.status;
+    *response.headers_mut() = whole.headers;
+    if let Some(reason) = whole.reason {
+        if let Ok(reason) = ReasonPhrase::try_from(Bytes::from(reason)) {
+            response.extensions_mut().insert(reason);
+        }
+    }
+    response
+}
+
+/// The published response: status, headers and body of the event; its
+/// delivery is committed when the body is handed to the connection.
+fn event_response(hub: &Hub, channel: &str, stored: &StoredEvent) -> Response<ProxyBody> {
+    let event = &stored.event;
+    let body = CommitBody {
+        data: Some(event.data().clone()),
+        commit: Some(Commit {
+            hub: hub.clone(),
+            channel: channel.into(),
+            cursor: stored.cursor,
+            pending: None,
+        }),
+    };
+    let mut response = Response::new(body.boxed_unsync());
+    *response.status_mut() = event.status_value().unwrap_or(StatusCode::OK);
+    if let Some(headers) = event.headers_value() {
+        *response.headers_mut() = headers.clone();
+    }
+    if let Some(content_type) = event.content_type_value() {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, content_type.clone());
+    }
+    response
+}
+
+/// The event's bytes; the channel's delivery position moves to its cursor
+/// just before they are handed over, as for the layer's polls.
+struct CommitBody {
+    data: Option<Bytes>,
+    commit: Option<Commit>,
+}
+
+struct Commit {
+    hub: Hub,
+    channel: Box<str>,
+    cursor: Cursor,
+    pending: Option<StoreFuture<Result<(), StoreError>>>,
+}
+
+impl Body for CommitBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(commit) = &mut self.commit {
+            let Commit {
+                hub,
+                channel,
+                cursor,
+                pending,
+            } = commit;
+            let pending = pending.get_or_insert_with(|| hub.store().commit(channel, *cursor));
+            if let Err(err) = ready!(Pin::new(pending).poll(cx)) {
+                tracing::warn!(channel = &**channel, error = %err, "could not record a delivery");
+            }
+            self.commit = None;
+        }
+        Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.commit.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |data| data.len() as u64))
+    }
+}
+
+/// A hold in progress: counts in the `holding` gauge, and tells the
+/// upstream (`Grip-Link; rel=gone`) when dropped before it finished, which
+/// is what hyper does when the client disconnects.
+struct Held {
+    state: Arc<State>,
+    gone: Option<String>,
+    finished: bool,
+}
+
+impl Held {
+    fn new(state: &Arc<State>, gone: Option<String>) -> Self {
+        state.metrics.holding.fetch_add(1, Ordering::Relaxed);
+        Held {
+            state: Arc::clone(state),
+            gone,
+            finished: false,
+        }
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.state.metrics.holding.fetch_sub(1, Ordering::Relaxed);
+        if self.finished {
+            return;
+        }
+        tracing::debug!("held client went away");
+        let Some(link) = self.gone.take() else {
+            return;
+        };
+        let state = Arc::clone(&self.state);
+        // Best effort, as in Pushpin: one POST, its outcome only logged.
+        tokio::spawn(async move {
+            let uri = match state.upstream.url_for(&link) {
+                Ok(uri) => uri,
+                Err(err) => {
+                    tracing::warn!(link, error = %err, "bad Grip-Link rel=gone");
+                    return;
+                }
+            };
+            let mut request = http::Request::new(crate::proxy::empty());
+            *request.method_mut() = http::Method::POST;
+            *request.uri_mut() = uri;
+            request
+                .headers_mut()
+                .insert(crate::grip::GRIP_SIG, state.upstream.grip_sig());
+            add(&state.metrics.gone_posts);
+            match state.upstream.send(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let _ = response.into_body().collect().await;
+                    tracing::debug!(link, %status, "Grip-Link rel=gone sent");
+                }
+                Err(err) => tracing::debug!(link, error = ?err, "Grip-Link rel=gone failed"),
+            }
+        });
+    }
+}

@@ -1,0 +1,312 @@
+//! The publish listener: `POST /publish/` (EPCP JSON items), `POST
+//! /publish/{channel}` (a raw body), `GET /metrics`, `GET /healthz`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+use tower_longpoll::store::StoreError;
+use tower_longpoll::{Event, PublishError};
+
+use crate::grip::{self, Whole};
+use crate::jwt;
+use crate::proxy::{ProxyBody, full, text, unauthorized};
+use crate::state::{State, add};
+
+/// The largest EPCP request body read.
+const MAX_PUBLISH_REQUEST: usize = 16 * 1024 * 1024;
+
+pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<ProxyBody> {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    match path.as_str() {
+        "/healthz" => {
+            if method != Method::GET && method != Method::HEAD {
+                return not_allowed("GET, HEAD");
+            }
+            if state.hub.is_shut_down() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+            } else {
+                text(StatusCode::OK, "ok")
+            }
+        }
+        "/metrics" => {
+            if method != Method::GET && method != Method::HEAD {
+                return not_allowed("GET, HEAD");
+            }
+            let mut response = Response::new(full(Bytes::from(state.render_metrics())));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/publish" | "/publish/" => {
+            if method != Method::POST {
+                return not_allowed("POST");
+            }
+            if let Err(response) = authorize(&state, request.headers()) {
+                return response;
+            }
+            publish_items(&state, request).await
+        }
+        _ => match path.strip_prefix("/publish/") {
+            Some(channel) if !channel.contains('/') => {
+                if method != Method::POST {
+                    return not_allowed("POST");
+                }
+                if let Err(response) = authorize(&state, request.headers()) {
+                    return response;
+                }
+                let channel = percent_decode_str(channel).decode_utf8_lossy().into_owned();
+                publish_raw(&state, &channel, request).await
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found"),
+        },
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response<ProxyBody> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// Open when neither a token nor a key is set; otherwise the bearer must be
+/// the token (compared in constant time) or a JWT signed with the key.
+#[allow(clippy::result_large_err)]
+fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Response<ProxyBody>> {
+    let config = &state.config;
+    if config.publish_token.is_none() && config.publish_key.is_none() {
+        return Ok(());
+    }
+    let refuse = |why: &str| {
+        add(&state.metrics.publish_unauthorized);
+        tracing::info!(reason = why, "publish refused");
+        Err(unauthorized(why))
+    };
+    let Some(bearer) = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim())
+        })
+    else {
+        return refuse("publishing needs Authorization: Bearer");
+    };
+    if let Some(token) = &config.publish_token {
+        if bool::from(token.as_bytes().ct_eq(bearer.as_bytes())) {
+            return Ok(());
+        }
+    }
+    if let Some(key) = &config.publish_key {
+        match jwt::verify(bearer, key, jwt::now()) {
+            Ok(_) => return Ok(()),
+            Err(err) if config.publish_token.is_none() => return refuse(&err.to_string()),
+            Err(_) => {}
+        }
+    }
+    refuse("the bearer token is not accepted")
+}
+
+/// One item, checked, ready to publish.
+struct Item {
+    channel: String,
+    id: Option<String>,
+    event: Event,
+}
+
+async fn publish_items(state: &State, request: Request<Incoming>) -> Response<ProxyBody> {
+    let body = match Limited::new(request.into_body(), MAX_PUBLISH_REQUEST)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return bad_request(
+                state,
+                &format!("the body could not be read or is over {MAX_PUBLISH_REQUEST} bytes"),
+            );
+        }
+    };
+    let items = match parse_items(state, &body) {
+        Ok(items) => items,
+        Err(message) => return bad_request(state, &message),
+    };
+    for (index, item) in items.into_iter().enumerate() {
+        if let Err(response) = publish_one(state, &item.channel, item.id.as_deref(), item.event)
+            .await
+            .map_err(|err| failed(&format!("items[{index}]"), err))
+        {
+            return response;
+        }
+    }
+    text(StatusCode::OK, "Published")
+}
+
+/// Every item is checked before any is published: a `400` publishes nothing.
+fn parse_items(state: &State, body: &[u8]) -> Result<Vec<Item>, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|err| format!("the body is not JSON: {err}"))?;
+    let list = value
+        .get("items")
+        .and_then(Value::as_array)
+        .ok_or("items is missing or not an array")?;
+    let max_event = 1024 * 1024;
+    let mut items = Vec::with_capacity(list.len());
+    for (index, item) in list.iter().enumerate() {
+        let at = |field: &str| format!("items[{index}].{field}");
+        let object = item
+            .as_object()
+            .ok_or_else(|| format!("items[{index}] is not an object"))?;
+        let channel = object
+            .get("channel")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{} is missing or not a string", at("channel")))?;
+        if channel.is_empty() || channel.len() > 256 || channel.chars().any(char::is_control) {
+            return Err(format!(
+                "{} must be 1 to 256 bytes without control characters",
+                at("channel")
+            ));
+        }
+        let optional_string = |field: &str| match object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(_) => Err(format!("{} is not a string", at(field))),
+        };
+        let id = optional_string("id")?;
+        optional_string("prev-id")?;
+        // EPCP puts formats under `formats`; gripcontrol and older
+        // publishers put them on the item itself.
+        let (format, field) = match object.get("formats") {
+            Some(Value::Object(formats)) => {
+                (formats.get("http-response"), at("formats.http-response"))
+            }
+            Some(_) => return Err(format!("{} is not an object", at("formats"))),
+            None => (object.get("http-response"), at("http-response")),
+        };
+        let Some(format) = format else {
+            add(&state.metrics.ignored_items);
+            tracing::debug!(channel, "publish item without http-response format ignored");
+            continue;
+        };
+        if let Some(action) = format.get("action") {
+            if action.as_str() != Some("send") {
+                return Err(format!("{field}.action: only \"send\" is supported"));
+            }
+        }
+        let whole = grip::parse_response(format, &field)?;
+        if whole.body.len() > max_event {
+            return Err(format!(
+                "{field}: the body is {} bytes, more than the limit of {max_event}",
+                whole.body.len()
+            ));
+        }
+        items.push(Item {
+            channel: channel.to_owned(),
+            id,
+            event: event_of(whole),
+        });
+    }
+    Ok(items)
+}
+
+/// A published `http-response` as an event: its body, its `Content-Type`
+/// as the event's content type, its status and other headers carried along.
+fn event_of(whole: Whole) -> Event {
+    let Whole {
+        status,
+        headers: mut kept,
+        body,
+        ..
+    } = whole;
+    let content_type = kept.remove(CONTENT_TYPE);
+    let mut event = Event::new(body).status(status).headers(kept);
+    if let Some(content_type) = content_type {
+        event = event.content_type(content_type);
+    }
+    event
+}
+
+async fn publish_raw(
+    state: &State,
+    channel: &str,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let content_type = request.headers().get(CONTENT_TYPE).cloned();
+    let limit = 1024 * 1024;
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("an event is at most {limit} bytes"),
+            );
+        }
+    };
+    let mut event = Event::new(body);
+    if let Some(content_type) = content_type {
+        event = event.content_type(content_type);
+    }
+    match publish_one(state, channel, None, event).await {
+        Ok(cursor) => {
+            let mut response =
+                Response::new(full(Bytes::from(format!("{{\"cursor\":\"{cursor}\"}}\n"))));
+            *response.status_mut() = StatusCode::ACCEPTED;
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Ok(etag) = HeaderValue::try_from(format!("\"{cursor}\"")) {
+                headers.insert(ETAG, etag);
+            }
+            response
+        }
+        Err(err) => failed("the event", err),
+    }
+}
+
+async fn publish_one(
+    state: &State,
+    channel: &str,
+    id: Option<&str>,
+    event: Event,
+) -> Result<tower_longpoll::Cursor, PublishError> {
+    let cursor = state.hub.publish(channel, event).await?;
+    state.channels.published(channel, id, cursor);
+    add(&state.metrics.published_items);
+    tracing::debug!(channel, id, %cursor, "published");
+    Ok(cursor)
+}
+
+fn bad_request(state: &State, message: &str) -> Response<ProxyBody> {
+    add(&state.metrics.publish_bad_requests);
+    tracing::info!(reason = message, "publish refused");
+    text(StatusCode::BAD_REQUEST, message)
+}
+
+fn failed(what: &str, err: PublishError) -> Response<ProxyBody> {
+    let message = format!("{what}: {err}");
+    match err {
+        PublishError::InvalidId(_) | PublishError::InvalidContentType => {
+            text(StatusCode::BAD_REQUEST, &message)
+        }
+        PublishError::TooLarge { .. } => text(StatusCode::PAYLOAD_TOO_LARGE, &message),
+        PublishError::Store(StoreError::Full { .. } | StoreError::TooManyIds { .. }) => {
+            crate::proxy::unavailable(&message)
+        }
+        _ => {
+            tracing::error!(error = %message, "publish failed");
+            crate::proxy::unavailable(&message)
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! An event that carries its own status and headers: a poll answered with it
+//! alone gets them, the layer keeping its own headers and the framing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Conn, TestServer};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tower_longpoll::{Event, Hub, LongPollLayer};
+
+#[tokio::test]
+async fn a_parked_poll_gets_the_events_status_and_headers() {
+    let hub = Hub::new();
+    let layer = LongPollLayer::builder()
+        .hub(hub.clone())
+        .route("/poll/{client}")
+        .timeout(Duration::from_secs(20))
+        .build();
+    let server = TestServer::start(layer).await;
+    let mut conn = Conn::connect(server.addr).await;
+    conn.send("GET", "/poll/alice", &[]).await;
+    server.parked(1).await;
+
+    let mut headers = HeaderMap::new();
+    headers.insert("x-order", HeaderValue::from_static("17"));
+    headers.append("x-order", HeaderValue::from_static("18"));
+    headers.insert("etag", HeaderValue::from_static("\"not-the-cursor\""));
+    headers.insert("content-length", HeaderValue::from_static("999"));
+    headers.insert("connection", HeaderValue::from_static("close"));
+    headers.insert("content-type", HeaderValue::from_static("text/html"));
+    let cursor = hub
+        .publish(
+            "alice",
+            Event::new("gone")
+                .content_type("text/plain")
+                .status(StatusCode::GONE)
+                .headers(headers),
+        )
+        .await
+        .unwrap();
+
+    let reply = conn.response(false).await;
+    assert_eq!(reply.status, StatusCode::GONE);
+    assert_eq!(reply.text(), "gone");
+    let orders: Vec<_> = reply.headers.get_all("x-order").iter().collect();
+    assert_eq!(orders, ["17", "18"]);
+    assert_eq!(reply.header("etag"), Some(format!("\"{cursor}\"").as_str()));
+    assert_eq!(reply.header("content-type"), Some("text/plain"));
+    assert_eq!(reply.header("content-length"), Some("4"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        reply.header("connection"),
+        None,
+        "the connection stays open"
+    );
+
+    // The connection is still usable: the event's `Connection: close` was not sent.
+    conn.send("GET", &format!("/poll/alice?since={cursor}&timeout=0"), &[])
+        .await;
+    assert_eq!(conn.response(false).await.status, StatusCode::NO_CONTENT);
+}
