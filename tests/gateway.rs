@@ -837,3 +837,81 @@ fn help_documents_every_flag() {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
 }
+
+#[tokio::test]
+async fn two_gateways_on_one_redis_share_holds_and_polls() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("lp-gw-{:016x}", fastrand::u64(..));
+    let shared = [
+        "--redis",
+        url.as_str(),
+        "--redis-prefix",
+        prefix.as_str(),
+        "--route",
+        "/poll/{client}",
+    ];
+    let (upstream, a) = setup(&shared).await;
+    let mut args = vec![
+        "--sig-key",
+        "sig-secret",
+        "--sig-iss",
+        "test-gateway",
+        "--grip-timeout-min",
+        "1",
+    ];
+    args.extend_from_slice(&shared);
+    let b = Gateway::start(&upstream.url(), &args).await;
+
+    // A GRIP hold on A, released by a publish through B.
+    let mut held = Conn::connect(a.addr).await;
+    held.send("GET", "/hold/news", &[]).await;
+    a.holding(1).await;
+    let published = publish(
+        &b,
+        r#"{"items": [{"channel": "news", "formats": {"http-response": {"code": 201, "body": "via b"}}}]}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(published.status, StatusCode::OK, "{}", published.text());
+    let reply = held.response(false).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.text(), "via b");
+
+    // A --route poll on B, released by a plain publish through A.
+    let mut poll = Conn::connect(b.addr).await;
+    poll.send("GET", "/poll/zed", &[]).await;
+    b.waiters(1).await;
+    let mut plain = Conn::connect(a.publish).await;
+    plain
+        .send_with_body("POST", "/publish/zed", &[], b"via a")
+        .await;
+    assert_eq!(plain.response(false).await.status, StatusCode::ACCEPTED);
+    assert_eq!(poll.response(false).await.text(), "via a");
+}
+
+#[tokio::test]
+async fn a_gateway_refuses_to_start_without_its_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_longpoll-gateway"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--publish-listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:9",
+        ])
+        .args(["--redis", &format!("redis://127.0.0.1:{port}")])
+        .output();
+    let output = within("the gateway to give up", output).await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot connect to Redis at redis://127.0.0.1:"),
+        "{stderr}"
+    );
+}

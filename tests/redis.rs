@@ -565,3 +565,31 @@ async fn the_demo_answers_503_to_publishes_while_redis_is_away() {
     assert_eq!(first.text(), "one");
     assert_eq!(demo.terminate().await.code(), Some(0));
 }
+
+#[tokio::test]
+async fn events_keep_their_status_and_headers_in_redis() {
+    let (url, prefix) = (redis_url(), unique_prefix());
+    let a = Node::start(&url, &prefix, Duration::from_secs(10)).await;
+    let b = Node::start(&url, &prefix, Duration::from_secs(10)).await;
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-one", "1".parse().unwrap());
+    headers.append("x-many", "a".parse().unwrap());
+    headers.append("x-many", "b: c".parse().unwrap());
+    let event = Event::new("made")
+        .content_type("text/plain")
+        .status(StatusCode::CREATED)
+        .headers(headers);
+    b.hub().publish("res", event).await.unwrap();
+    let reply = get(a.server.addr, "/poll/res").await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.text(), "made");
+    assert_eq!(reply.header("content-type"), Some("text/plain"));
+    assert_eq!(reply.header("x-one"), Some("1"));
+    let many: Vec<_> = reply
+        .headers
+        .get_all("x-many")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(many, ["a", "b: c"]);
+}

@@ -138,6 +138,14 @@ pub struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "LONGPOLL_GATEWAY_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Keep events in Redis at this URL (redis://host:port), shared with
+    /// every gateway and app node using the same URL and prefix; publishes
+    /// fail with 503 while Redis is unreachable. [default: in memory]
+    #[arg(long, env = "LONGPOLL_GATEWAY_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+    /// The prefix of the Redis keys and channels. [default: longpoll]
+    #[arg(long, env = "LONGPOLL_GATEWAY_REDIS_PREFIX", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
     /// Log lines as `text` or `json` (one object per line); the level comes
     /// from RUST_LOG (default `info`). Flag or environment only.
     #[arg(
@@ -180,6 +188,8 @@ struct File {
     shutdown_grace: Option<f64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    redis: Option<String>,
+    redis_prefix: Option<String>,
 }
 
 /// The settings in force.
@@ -204,6 +214,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub shutdown_grace: Duration,
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Redis URL and key prefix; `None` keeps events in memory.
+    pub redis: Option<(String, String)>,
 }
 
 impl Config {
@@ -304,6 +316,17 @@ impl Config {
                 args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10.0),
             )?,
             tls,
+            redis: args
+                .redis
+                .or(file.redis)
+                .filter(|url| !url.is_empty())
+                .map(|url| {
+                    let prefix = args
+                        .redis_prefix
+                        .or(file.redis_prefix)
+                        .unwrap_or_else(|| "longpoll".into());
+                    (url, prefix)
+                }),
         })
     }
 }

@@ -30,6 +30,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio_util::sync::CancellationToken;
+use tower_longpoll::store::RedisStore;
 use tower_longpoll::{Hub, LongPoll, LongPollLayer};
 use tower_service::Service;
 
@@ -108,7 +109,17 @@ async fn run(config: Config) -> Result<(), String> {
     {
         tracing::warn!(%publish_addr, "the publish API is open (no --publish-token or --publish-key) beyond loopback");
     }
-    let hub = Hub::new();
+    let hub = match &config.redis {
+        None => Hub::new(),
+        Some((url, prefix)) => {
+            let store = RedisStore::builder(url)
+                .prefix(prefix)
+                .connect()
+                .await
+                .map_err(|err| err.to_string())?;
+            Hub::builder().store(store).build()
+        }
+    };
     let upstream = Upstream::new(
         config.upstream.clone(),
         sig_key,

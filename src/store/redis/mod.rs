@@ -315,6 +315,38 @@ async fn run(
     }
 }
 
+/// Headers as `name: value` lines: a header value holds no CR or LF, so a
+/// line break cannot occur inside one.
+fn encode_headers(headers: Option<&http::HeaderMap>) -> Bytes {
+    let Some(headers) = headers else {
+        return Bytes::new();
+    };
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'\n');
+    }
+    Bytes::from(out)
+}
+
+fn decode_headers(encoded: &[u8]) -> Option<http::HeaderMap> {
+    let mut headers = http::HeaderMap::new();
+    for line in encoded
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+    {
+        let colon = line.iter().position(|&b| b == b':')?;
+        let name = http::HeaderName::from_bytes(&line[..colon]).ok()?;
+        let value = line[colon + 1..]
+            .strip_prefix(b" ")
+            .unwrap_or(&line[colon + 1..]);
+        headers.append(name, http::HeaderValue::from_bytes(value).ok()?);
+    }
+    Some(headers)
+}
+
 fn parse_u64(value: &Value) -> Option<u64> {
     match value {
         Value::Integer(n) => u64::try_from(*n).ok(),
@@ -332,18 +364,27 @@ fn parse_entry(epoch: u64, entry: &Value) -> Option<StoredEvent> {
     let id = std::str::from_utf8(id.as_bytes()?).ok()?;
     let seq = id.split('-').next()?.parse().ok()?;
     let (mut data, mut content_type) = (Bytes::new(), Bytes::new());
+    let (mut status, mut headers) = (Bytes::new(), Bytes::new());
     for pair in fields.chunks(2) {
         let [name, value] = pair else { continue };
         let value = Bytes::copy_from_slice(value.as_bytes().unwrap_or_default());
         match name.as_bytes()? {
             b"d" => data = value,
             b"t" => content_type = value,
+            b"s" => status = value,
+            b"h" => headers = value,
             _ => {}
         }
     }
     let mut event = Event::new(data);
     if !content_type.is_empty() {
         event = event.content_type(http::HeaderValue::from_maybe_shared(content_type).ok()?);
+    }
+    if !status.is_empty() {
+        event = event.status(http::StatusCode::from_bytes(&status).ok()?);
+    }
+    if !headers.is_empty() {
+        event = event.headers(decode_headers(&headers)?);
     }
     Some(StoredEvent {
         cursor: Cursor::new(epoch, seq),
@@ -457,6 +498,12 @@ impl Store for RedisStore {
                 fastrand::u64(..).to_string().into(),
                 channel.into(),
                 inner.node.as_str().into(),
+                event
+                    .status_value()
+                    .map(|status| status.as_str().to_owned())
+                    .unwrap_or_default()
+                    .into(),
+                Value::Bytes(encode_headers(event.headers_value())),
             ];
             let reply = run(&inner.client, &inner.scripts.append, keys, args).await?;
             let Value::Array(parts) = reply else {

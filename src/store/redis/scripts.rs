@@ -6,7 +6,9 @@
 //!
 //! Layout, for a key prefix `P` and a client id `ID`:
 //! - `P:log:ID`, a stream; entry ids are `<seq>-0`, fields `d` (data), `t`
-//!   (content type, may be empty) and `at` (Redis time in ms when appended);
+//!   (content type, may be empty), `s` (status, may be empty), `h` (headers
+//!   as `name: value` lines, may be empty) and `at` (Redis time in ms when
+//!   appended);
 //! - `P:meta:ID`, a hash: `epoch` (decimal u64, kept as a string since Lua
 //!   numbers are doubles), `seq` (last sequence number given), `delivered`
 //!   (last sequence number committed);
@@ -73,13 +75,13 @@ end
 "#;
 
 /// KEYS: log, meta. ARGV: data, content type, capacity, event TTL ms, idle
-/// TTL ms, epoch candidate, wake channel, wake message.
+/// TTL ms, epoch candidate, wake channel, wake message, status, headers.
 /// Returns `{epoch, seq}`.
 const APPEND: &str = r#"
 local epoch = open(ARGV[6])
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 redis.call('XADD', log, 'MAXLEN', ARGV[3], string.format('%d-0', seq),
-  'd', ARGV[1], 't', ARGV[2], 'at', now)
+  'd', ARGV[1], 't', ARGV[2], 's', ARGV[9], 'h', ARGV[10], 'at', now)
 expire(tonumber(ARGV[4]))
 touch(ARGV[5])
 redis.call('PUBLISH', ARGV[7], ARGV[8])
