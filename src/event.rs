@@ -121,6 +121,29 @@ impl Event {
         self.invalid_content_type
     }
 
+    /// This event with its bytes in allocations of their own.
+    ///
+    /// A body or header taken from a request is often a view into a larger
+    /// buffer of the connection (hyper reads in chunks of 8 KiB or more);
+    /// keeping the view would keep the whole buffer alive for as long as the
+    /// event is kept. A store that keeps events in memory keeps them compact.
+    pub(crate) fn compact(mut self) -> Self {
+        self.data = Bytes::copy_from_slice(&self.data);
+        if let Some(value) = &self.content_type {
+            self.content_type = HeaderValue::from_bytes(value.as_bytes()).ok();
+        }
+        if let Some(headers) = self.headers.take() {
+            let mut own = HeaderMap::with_capacity(headers.len());
+            for (name, value) in headers.iter() {
+                if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+                    own.append(name.clone(), value);
+                }
+            }
+            self.headers = Some(Box::new(own));
+        }
+        self
+    }
+
     /// The number of bytes this event occupies in a log, for the store's limits.
     pub(crate) fn kept_size(&self) -> usize {
         let headers = self.headers.as_deref().map_or(0, |headers| {

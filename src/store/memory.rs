@@ -335,7 +335,7 @@ impl Inner {
         log.events.push_back(Kept {
             seq,
             kept_at: now,
-            event,
+            event: event.compact(),
         });
         self.events.fetch_add(1, Ordering::Relaxed);
         if log.events.len() > self.config.capacity {
@@ -681,6 +681,19 @@ mod tests {
         assert_eq!(store.stats(), StoreStats::new(1, 2, 20));
         let err = ready(store.append("b", Event::new("x"))).unwrap_err();
         assert!(matches!(err, StoreError::Full { limit: 20 }));
+    }
+
+    #[test]
+    fn kept_events_do_not_pin_the_buffers_they_were_cut_from() {
+        let store = MemoryStore::new();
+        // As a request body is: a small view into the connection's buffer.
+        let buffer = bytes::Bytes::from(vec![b'7'; 64 * 1024]);
+        let body = buffer.slice(10..20);
+        let content_type = http::HeaderValue::from_maybe_shared(buffer.slice(0..4)).unwrap();
+        ready(store.append("a", Event::new(body).content_type(content_type))).unwrap();
+        assert!(buffer.is_unique(), "the log keeps its own copy, not a view");
+        let kept = read(&store, "a", ReadFrom::Start);
+        assert_eq!(kept.events()[0].event.data().as_ref(), b"7777777777");
     }
 
     #[test]

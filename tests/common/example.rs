@@ -56,6 +56,11 @@ impl Example {
         Example { child, addr }
     }
 
+    /// The process id, to read its memory from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM to this process (by PID) and waits for it to exit.
     pub async fn terminate(mut self) -> ExitStatus {
         let status = Command::new("kill")

@@ -129,6 +129,11 @@ impl Gateway {
         self.metric_is("longpoll_waiters", n).await;
     }
 
+    /// The process id, to read its memory from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM to this process (by PID) and waits for it to exit.
     pub async fn terminate(self) -> ExitStatus {
         self.send_term();

@@ -218,7 +218,8 @@ impl RedisStoreBuilder {
                 })
                 .with_performance_config(|performance| {
                     performance.default_command_timeout = self.command_timeout;
-                    performance.broadcast_channel_capacity = 65_536;
+                    // Wake-ups are handled as they come; on overflow every waiter is woken.
+                    performance.broadcast_channel_capacity = 4_096;
                 })
                 .set_policy(policy);
             builder
