@@ -2,6 +2,7 @@
 //! and the long-poll layer. The binary serves them; the browser and client
 //! tests include this file to serve the very same app in-process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use subtle::ConstantTimeEq;
 use tower_longpoll::store::StoreError;
 use tower_longpoll::{Event, Hub, LongPollLayer, PublishError};
 
@@ -30,6 +32,10 @@ pub struct Options {
     pub max_waiters: usize,
     /// The largest `Retry-After` sent with `429` and `503`.
     pub retry_after: Duration,
+    /// When set, `POST /publish/{client}` needs `Authorization: Bearer <token>`.
+    pub publish_token: Option<String>,
+    /// How long a publish body may take to arrive (`408` after).
+    pub body_timeout: Duration,
 }
 
 impl Default for Options {
@@ -39,6 +45,8 @@ impl Default for Options {
             max_per_id: 8,
             max_waiters: 100_000,
             retry_after: Duration::from_secs(5),
+            publish_token: None,
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -60,8 +68,33 @@ pub fn router(hub: Hub, options: &Options) -> Router {
         .route("/longpoll.js", get(longpoll_js))
         .route("/publish/{client}", post(publish))
         .route("/metrics", get(metrics))
-        .with_state(hub)
+        .with_state(Demo {
+            hub,
+            publish_token: options.publish_token.clone().map(Arc::from),
+            body_timeout: options.body_timeout,
+        })
         .layer(longpoll)
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct Demo {
+    hub: Hub,
+    publish_token: Option<Arc<str>>,
+    body_timeout: Duration,
+}
+
+/// Whether the request carries the publish token, compared in constant time.
+fn authorized(demo: &Demo, headers: &HeaderMap) -> bool {
+    let Some(token) = &demo.publish_token else {
+        return true;
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
 }
 
 async fn index() -> Html<&'static str> {
@@ -81,20 +114,41 @@ async fn longpoll_js() -> impl IntoResponse {
 /// `POST /publish/{client}`: the body becomes an event for the client, with
 /// the request's content type.
 async fn publish(
-    State(hub): State<Hub>,
+    State(demo): State<Demo>,
     Path(client): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let data = match to_bytes(body, MAX_PUBLISH_BYTES).await {
-        Ok(data) => data,
-        Err(_) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("an event is at most {MAX_PUBLISH_BYTES} bytes"),
-            );
-        }
-    };
+    if !authorized(&demo, &headers) {
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            "publishing needs Authorization: Bearer <the publish token>".into(),
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let hub = &demo.hub;
+    let data =
+        match tokio::time::timeout(demo.body_timeout, to_bytes(body, MAX_PUBLISH_BYTES)).await {
+            Ok(Ok(data)) => data,
+            Ok(Err(_)) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("an event is at most {MAX_PUBLISH_BYTES} bytes"),
+                );
+            }
+            Err(_) => {
+                return text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {} s",
+                        demo.body_timeout.as_secs_f64()
+                    ),
+                );
+            }
+        };
     let mut event = Event::new(data);
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         event = event.content_type(content_type.clone());
@@ -149,8 +203,8 @@ fn text(status: StatusCode, message: String) -> Response {
 }
 
 /// Prometheus text exposition of the hub's stats.
-async fn metrics(State(hub): State<Hub>) -> impl IntoResponse {
-    let stats = hub.stats();
+async fn metrics(State(demo): State<Demo>) -> impl IntoResponse {
+    let stats = demo.hub.stats();
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         out.push_str(&format!(

@@ -15,13 +15,19 @@
 mod app;
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use clap::Parser;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpSocket;
+use tokio_io_timeout::TimeoutStream;
 use tower_longpoll::Hub;
+use tower_longpoll::store::MemoryStore;
 
 /// Serves long-polls on /poll/{client}, publishes with POST
 /// /publish/{client}, Prometheus metrics on /metrics, a page on / and its
@@ -30,6 +36,7 @@ use tower_longpoll::Hub;
 #[command(name = "demo", version)]
 struct Args {
     /// Address to listen on (port 0 picks a free port; the address is printed).
+    /// Beyond loopback, set --publish-token: publishing is open otherwise.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
     /// Seconds a poll waits for an event before the keepalive (204).
@@ -42,6 +49,29 @@ struct Args {
     /// Most polls parked at once in all.
     #[arg(long, default_value_t = 100_000)]
     max_waiters: usize,
+    /// Most client ids kept in memory; the least recently active idle ones
+    /// make room for new ones.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_ids: usize,
+    /// When set, POST /publish/{client} needs `Authorization: Bearer TOKEN`
+    /// (401 otherwise). Also read from DEMO_PUBLISH_TOKEN.
+    #[arg(
+        long,
+        env = "DEMO_PUBLISH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    publish_token: Option<String>,
+    /// Seconds a client has to send its request head (slowloris guard).
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a publish body has to arrive (408 after).
+    #[arg(long, default_value_t = 10.0)]
+    body_timeout: f64,
+    /// Seconds a response write may stay blocked by a client that does not
+    /// read before the connection is closed.
+    #[arg(long, default_value_t = 30.0)]
+    write_timeout: f64,
     /// Keep events in Redis at this URL (redis://host:port), shared with other
     /// nodes started with the same URL and prefix. Needs the `redis` feature:
     /// `cargo run --release --features redis --example demo -- --redis URL`.
@@ -50,6 +80,13 @@ struct Args {
     /// The prefix of the Redis keys and channels.
     #[arg(long, default_value = "longpoll", requires = "redis")]
     redis_prefix: String,
+}
+
+fn seconds(flag: &str, value: f64) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or_else(|_| {
+        eprintln!("demo: {flag} must be a non-negative number of seconds");
+        std::process::exit(2);
+    })
 }
 
 #[tokio::main]
@@ -61,19 +98,22 @@ async fn main() -> std::io::Result<()> {
         )
         .init();
     let args = Args::parse();
-    if !(args.timeout.is_finite() && args.timeout >= 0.0) {
-        eprintln!("--timeout must be a non-negative number of seconds");
-        std::process::exit(2);
-    }
+    let timeout = seconds("--timeout", args.timeout);
+    let header_timeout = seconds("--header-timeout", args.header_timeout);
+    let write_timeout = seconds("--write-timeout", args.write_timeout);
 
     let hub = match &args.redis {
-        None => Hub::new(),
+        None => Hub::builder()
+            .store(MemoryStore::builder().max_ids(args.max_ids).build())
+            .build(),
         Some(url) => redis_hub(url, &args.redis_prefix).await,
     };
     let options = app::Options {
-        timeout: Duration::from_secs_f64(args.timeout),
+        timeout,
         max_per_id: args.max_per_id,
         max_waiters: args.max_waiters,
+        publish_token: args.publish_token.clone().filter(|token| !token.is_empty()),
+        body_timeout: seconds("--body-timeout", args.body_timeout),
         ..app::Options::default()
     };
     let app = app::router(hub.clone(), &options);
@@ -89,8 +129,14 @@ async fn main() -> std::io::Result<()> {
     let listener = socket.listen(4096)?;
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
-    if !local.ip().is_loopback() {
-        tracing::warn!(%local, "listening beyond loopback: anyone who can reach it may publish");
+    match (local.ip().is_loopback(), options.publish_token.is_some()) {
+        (_, true) => tracing::info!(%local, "publishing needs the publish token"),
+        (true, false) => {
+            tracing::info!(%local, "bound to loopback only; publishing is open to local clients")
+        }
+        (false, false) => {
+            tracing::warn!(%local, "listening beyond loopback without --publish-token: anyone who can reach it may publish")
+        }
     }
 
     // A client that vanishes without FIN or RST is only noticed by TCP
@@ -99,24 +145,59 @@ async fn main() -> std::io::Result<()> {
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10))
         .with_retries(3);
-    let listener = listener.tap_io(move |tcp| {
-        let socket = SockRef::from(&*tcp);
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper cannot time out a request head that never ends.
+    server
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    server.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let mut signal = pin!(shutdown_signal());
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, most likely: back off a little.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let socket = SockRef::from(&stream);
         if let Err(err) = socket
             .set_tcp_keepalive(&keepalive)
             .and_then(|()| socket.set_tcp_nodelay(true))
         {
             tracing::debug!(error = %err, "could not set TCP options on a connection");
         }
-    });
-
-    let stopping = hub.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: answering parked polls with 503");
-            stopping.shutdown();
-        })
-        .await?;
+        // A client that stops reading cannot hold a response write forever.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(write_timeout));
+        let connection = server
+            .serve_connection_with_upgrades(
+                TokioIo::new(Box::pin(stream)),
+                TowerToHyperService::new(app.clone()),
+            )
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: answering parked polls with 503");
+    hub.shutdown();
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within 10 s; leaving them");
+    }
     tracing::info!("stopped");
     Ok(())
 }
