@@ -6,6 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::chaos::rss_of;
 use common::example::{Example, eventually_metric, metric};
 use common::{Conn, get, request, within};
 use http::StatusCode;
@@ -23,22 +24,6 @@ async fn others_are_served(addr: SocketAddr, id: &str) {
         .await;
     assert_eq!(publish.response(false).await.status, StatusCode::ACCEPTED);
     assert_eq!(poll.response(false).await.text(), "still here");
-}
-
-fn rss_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap()
-        * 1024
 }
 
 /// Reads until the server closes the connection; returns the bytes read.

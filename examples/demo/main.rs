@@ -53,6 +53,12 @@ struct Args {
     /// make room for new ones.
     #[arg(long, default_value_t = 1_000_000)]
     max_ids: usize,
+    /// Seconds an event is kept for clients that come back.
+    #[arg(long, default_value_t = 300.0)]
+    event_ttl: f64,
+    /// Seconds an id with no activity is kept, with its log.
+    #[arg(long, default_value_t = 600.0)]
+    id_ttl: f64,
     /// When set, POST /publish/{client} needs `Authorization: Bearer TOKEN`
     /// (401 otherwise). Also read from DEMO_PUBLISH_TOKEN.
     #[arg(
@@ -102,11 +108,19 @@ async fn main() -> std::io::Result<()> {
     let header_timeout = seconds("--header-timeout", args.header_timeout);
     let write_timeout = seconds("--write-timeout", args.write_timeout);
 
+    let event_ttl = seconds("--event-ttl", args.event_ttl);
+    let id_ttl = seconds("--id-ttl", args.id_ttl);
     let hub = match &args.redis {
         None => Hub::builder()
-            .store(MemoryStore::builder().max_ids(args.max_ids).build())
+            .store(
+                MemoryStore::builder()
+                    .max_ids(args.max_ids)
+                    .event_ttl(event_ttl)
+                    .id_idle_ttl(id_ttl)
+                    .build(),
+            )
             .build(),
-        Some(url) => redis_hub(url, &args.redis_prefix).await,
+        Some(url) => redis_hub(url, &args.redis_prefix, event_ttl, id_ttl).await,
     };
     let options = app::Options {
         timeout,
@@ -205,9 +219,11 @@ async fn main() -> std::io::Result<()> {
 /// A hub whose events live in Redis; exits with a clear message when Redis
 /// cannot be reached.
 #[cfg(feature = "redis")]
-async fn redis_hub(url: &str, prefix: &str) -> Hub {
+async fn redis_hub(url: &str, prefix: &str, event_ttl: Duration, id_ttl: Duration) -> Hub {
     match tower_longpoll::store::RedisStore::builder(url)
         .prefix(prefix)
+        .event_ttl(event_ttl)
+        .id_idle_ttl(id_ttl)
         .connect()
         .await
     {
@@ -220,7 +236,7 @@ async fn redis_hub(url: &str, prefix: &str) -> Hub {
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_hub(_url: &str, _prefix: &str) -> Hub {
+async fn redis_hub(_url: &str, _prefix: &str, _event_ttl: Duration, _id_ttl: Duration) -> Hub {
     eprintln!(
         "demo: --redis needs the redis feature: cargo run --release --features redis --example demo -- --redis URL"
     );
