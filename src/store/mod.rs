@@ -91,7 +91,11 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Where a read starts.
+///
+/// New ways to start a read may come; a store that meets one it does not
+/// know should fail the read with [`StoreError::Backend`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadFrom {
     /// After the event this cursor names: the client sent its last cursor.
     Cursor(Cursor),
