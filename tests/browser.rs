@@ -27,7 +27,8 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Conn, PATIENCE, TestServer, listener_at, within};
+use common::example::Example;
+use common::{Conn, TestServer, listener_at};
 use http::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -173,83 +174,11 @@ fn go(expect: &[&str], gap: bool) -> String {
     format!("go {{\"expect\":[{}],\"gap\":{gap}}}", texts.join(","))
 }
 
-/// The demo binary, as tests/examples.rs runs it.
-struct Demo {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl Demo {
-    async fn start(listen: &str) -> Demo {
-        let exe = std::env::current_exe().unwrap();
-        let path = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("examples/demo");
-        assert!(
-            path.exists(),
-            "{} is missing: `cargo test` builds the examples",
-            path.display()
-        );
-        let mut child = std::process::Command::new(path)
-            .args(["--listen", listen])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = within("the demo to listen", lines.next_line())
-            .await
-            .unwrap()
-            .expect("a first line");
-        let addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Demo { child, addr }
-    }
-
-    /// SIGTERM by PID, and the exit awaited.
-    async fn terminate(mut self) -> ExitStatus {
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the demo did not exit after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tabs_share_one_poll_and_recover_from_a_restart_of_the_demo() {
     let _browser = BROWSER.lock().await;
     ensure_tools().await;
-    let demo = Demo::start("127.0.0.1:0").await;
+    let demo = Example::start("demo", &[]).await;
     let addr = demo.addr;
     let script = common::get(addr, "/longpoll.js").await;
     assert_eq!(script.status, StatusCode::OK);
@@ -264,7 +193,7 @@ async fn two_tabs_share_one_poll_and_recover_from_a_restart_of_the_demo() {
     driver.expect("restart").await;
     // The parked poll is answered 503 + Retry-After; the page backs off.
     assert_eq!(demo.terminate().await.code(), Some(0));
-    let demo = Demo::start(&addr.to_string()).await;
+    let demo = Example::start_at("demo", &addr.to_string(), &[]).await;
     assert_eq!(demo.addr, addr);
     // Published before the page is back (it waits at least Retry-After):
     // kept for it all the same. The new process's log has a new epoch, so the

@@ -3,16 +3,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use super::process::Process;
 use super::{PATIENCE, request, within};
 
 /// A running example binary.
 pub struct Example {
-    child: Child,
+    process: Process,
     pub addr: SocketAddr,
 }
 
@@ -30,16 +31,24 @@ pub fn example_path(name: &str) -> PathBuf {
 }
 
 impl Example {
-    pub async fn start(name: &str, args: &[&str]) -> Example {
-        let mut child = Command::new(example_path(name))
-            .args(["--listen", "127.0.0.1:0"])
+    /// Starts the example on a free port with extra `args`.
+    pub async fn start(name: &'static str, args: &[&str]) -> Example {
+        Self::start_at(name, "127.0.0.1:0", args).await
+    }
+
+    /// Starts the example listening on `listen` (a port given back by a
+    /// stopped process can be taken again, to restart on the same port).
+    pub async fn start_at(name: &'static str, listen: &str, args: &[&str]) -> Example {
+        let child = Command::new(example_path(name))
+            .args(["--listen", listen])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut process = Process::new(child, name);
+        let stdout = process.child_mut().stdout.take().unwrap();
         let stdout = tokio::process::ChildStdout::from_std(stdout).unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let line = within("the example to start listening", lines.next_line())
@@ -53,42 +62,17 @@ impl Example {
             .unwrap();
         // Keep draining stdout so the example never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Example { child, addr }
+        Example { process, addr }
     }
 
     /// The process id, to read its memory from /proc.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Sends SIGTERM to this process (by PID) and waits for it to exit.
-    pub async fn terminate(mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the example did not exit after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        // A failed test must not leave the process behind.
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    pub async fn terminate(self) -> ExitStatus {
+        self.process.terminate().await
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod chaos;
 pub mod conn;
 pub mod example;
+pub mod process;
 
 #[allow(unused_imports)]
 pub use conn::{Conn, PATIENCE, Reply, get, request, within};

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
@@ -13,11 +13,12 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::common::process::Process;
 use crate::common::{PATIENCE, get, within};
 
 /// A running gateway process.
 pub struct Gateway {
-    child: Child,
+    process: Process,
     /// The client listener.
     pub addr: SocketAddr,
     /// The publish listener (publish API, metrics, health).
@@ -50,7 +51,7 @@ impl Gateway {
                 command.env_remove(name);
             }
         }
-        let mut child = command
+        let child = command
             .args(base)
             .args(args)
             .envs(env.iter().copied())
@@ -59,7 +60,8 @@ impl Gateway {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut process = Process::new(child, "the gateway");
+        let stdout = process.child_mut().stdout.take().unwrap();
         let stdout = tokio::process::ChildStdout::from_std(stdout).unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut next = async || {
@@ -83,7 +85,7 @@ impl Gateway {
             .unwrap();
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Gateway {
-            child,
+            process,
             addr,
             publish,
         }
@@ -131,7 +133,7 @@ impl Gateway {
 
     /// The process id, to read its memory from /proc.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Sends SIGTERM to this process (by PID) and waits for it to exit.
@@ -142,36 +144,12 @@ impl Gateway {
 
     /// Sends SIGTERM to this process, by its PID.
     pub fn send_term(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.process.send_term();
     }
 
     /// Waits for the process to exit.
-    pub async fn exit(mut self) -> ExitStatus {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the gateway did not exit after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        // A failed test must not leave the process behind.
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    pub async fn exit(self) -> ExitStatus {
+        self.process.exit().await
     }
 }
 
