@@ -19,7 +19,7 @@ use serde::Deserialize;
 /// until a publish or the timeout. Publishing, metrics and health are on the
 /// publish listener.
 ///
-/// Every setting can also come from the environment (LONGPOLL_GATEWAY_<FLAG>,
+/// Every setting can also come from the environment (LONGPOLL_GATEWAY_ and the flag in capitals,
 /// shown with each flag) or from the TOML file given with --config (the flag
 /// names as keys, e.g. `publish-listen = "127.0.0.1:5561"`,
 /// `route = ["/poll/{client}"]`). Flags win over the environment, which wins
