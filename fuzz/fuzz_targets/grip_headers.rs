@@ -22,6 +22,9 @@ mod headers;
 #[path = "../../src/bin/longpoll-gateway/items.rs"]
 mod items;
 #[allow(dead_code)]
+#[path = "../../src/bin/longpoll-gateway/jwt.rs"]
+mod jwt;
+#[allow(dead_code)]
 #[path = "../../src/bin/longpoll-gateway/parse_checks.rs"]
 mod parse_checks;
 

@@ -1,6 +1,6 @@
 //! What the gateway's parsers promise whatever the input, in one place for
 //! the fuzz targets (`fuzz/fuzz_targets/{grip_headers,publish_json,
-//! gateway_config}.rs`, which include this file) and the proptests below,
+//! publish_token,gateway_config}.rs`, which include this file) and the proptests below,
 //! which run in the normal suite. Each check panics when a promise is
 //! broken. The input formats are those of the files in `fuzz/corpus/`.
 
@@ -14,6 +14,7 @@ use tower_longpoll::Hub;
 use crate::config::{Args, Config};
 use crate::grip::{self, Instruction, MAX_CHANNELS, Whole};
 use crate::items;
+use crate::jwt::{self, JwtError};
 
 /// An upstream response from the text of a `fuzz/corpus/grip_headers`
 /// file, which reads like a response head; `None` when the `http` crate
@@ -143,6 +144,47 @@ pub fn check_publish(body: &[u8]) {
     }
 }
 
+/// The key publishers' tokens are checked with here.
+const TOKEN_KEY: &[u8] = b"the publish key";
+/// The time tokens are checked at here.
+const TOKEN_NOW: u64 = 1_700_000_000;
+
+/// `jwt::verify`, the check of a publisher's bearer token, on any text:
+/// only a token signed with the key and not expired gets through. And any
+/// JSON object, signed as claims: accepted exactly when its `exp` is a
+/// number after now, and refused with any other key.
+pub fn check_token(text: &str) {
+    let exp_of = |claims: &serde_json::Map<String, serde_json::Value>| {
+        claims.get("exp").and_then(serde_json::Value::as_f64)
+    };
+    if let Ok(claims) = jwt::verify(text, TOKEN_KEY, TOKEN_NOW) {
+        let exp = exp_of(&claims).expect("an accepted token has an exp");
+        assert!(exp > TOKEN_NOW as f64, "{text:?} accepted with exp {exp}");
+    }
+    if let Ok(claims) = serde_json::from_str::<serde_json::Map<_, _>>(text) {
+        let token = jwt::sign(&claims, TOKEN_KEY);
+        let expected = match exp_of(&claims) {
+            None => Err(JwtError::NoExpiry),
+            Some(exp) if exp <= TOKEN_NOW as f64 => Err(JwtError::Expired),
+            Some(_) => Ok(()),
+        };
+        // The claims come back with their keys; a float among them may
+        // differ in its last bit (serde_json parses without
+        // `float_roundtrip`).
+        let verified = jwt::verify(&token, TOKEN_KEY, TOKEN_NOW).map(|verified| {
+            assert!(
+                verified.keys().eq(claims.keys()),
+                "{verified:?} from {claims:?}"
+            );
+        });
+        assert_eq!(verified, expected, "{text:?}");
+        assert_eq!(
+            jwt::verify(&token, b"another key", TOKEN_NOW),
+            Err(JwtError::Signature)
+        );
+    }
+}
+
 /// Flags and TOML from the text of a `fuzz/corpus/gateway_config` file:
 /// the flags one per line, a line `---`, the TOML (all TOML without `---`).
 /// `None` when clap refuses the flags.
@@ -211,6 +253,15 @@ mod tests {
     fn publish_seeds_keep_their_promises() {
         for (_, data) in seeds("publish_json") {
             check_publish(&data);
+        }
+    }
+
+    #[test]
+    fn token_seeds_keep_their_promises() {
+        for (_, data) in seeds("publish_token") {
+            if let Ok(text) = std::str::from_utf8(&data) {
+                check_token(text);
+            }
         }
     }
 
@@ -699,6 +750,23 @@ mod tests {
         fn publish_bodies_keep_their_promises(body in publish_body(), raw in vec(any::<u8>(), 0..64)) {
             check_publish(body.to_string().as_bytes());
             check_publish(&raw);
+        }
+
+        #[test]
+        fn tokens_keep_their_promises(
+            text in "\\PC{0,60}",
+            parts in vec(prop_oneof!["[A-Za-z0-9_-]{0,40}", "\\PC{0,8}"], 0..5),
+            claims in json(&["exp", "iss", "sub", "aud"]),
+            exp in prop_oneof![
+                (TOKEN_NOW - 5..TOKEN_NOW + 5).prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                Just(json!("9999999999")),
+            ],
+        ) {
+            check_token(&text);
+            check_token(&parts.join("."));
+            check_token(&claims.to_string());
+            check_token(&json!({ "exp": exp, "iss": "publisher" }).to_string());
         }
 
         #[test]
