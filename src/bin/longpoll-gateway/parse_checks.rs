@@ -109,11 +109,13 @@ fn check_whole(whole: &Whole, upstream: StatusCode) {
 
 /// `items::parse` on any publish body: every listed item is published or
 /// counted as ignored; channels are ids the hub takes; bodies are within
-/// the limit; a refusal of a body with an `items` list names the item.
+/// the limit; a refusal of a body with an `items` list names the item, and
+/// the field when the item is an object.
 pub fn check_publish(body: &[u8]) {
-    let listed = serde_json::from_slice::<serde_json::Value>(body)
+    let list = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|value| Some(value.get("items")?.as_array()?.len()));
+        .and_then(|value| Some(value.get("items")?.as_array()?.clone()));
+    let listed = list.as_ref().map(Vec::len);
     match items::parse(body) {
         Ok(parsed) => {
             assert_eq!(Some(parsed.items.len() + parsed.ignored.len()), listed);
@@ -132,12 +134,20 @@ pub fn check_publish(body: &[u8]) {
         }
         Err(message) => match listed {
             Some(len) => {
-                let index = message
+                let (index, rest) = message
                     .strip_prefix("items[")
                     .and_then(|rest| rest.split_once(']'))
-                    .and_then(|(index, _)| index.parse::<usize>().ok())
+                    .and_then(|(index, rest)| Some((index.parse::<usize>().ok()?, rest)))
                     .unwrap_or_else(|| panic!("{message:?} does not name the item"));
                 assert!(index < len, "{message:?} names an item of {len}");
+                let items = list.as_deref().unwrap_or_default();
+                if items[index].is_object() {
+                    let field = rest.strip_prefix('.').unwrap_or_default();
+                    assert!(
+                        field.starts_with(|c: char| c.is_ascii_lowercase()),
+                        "{message:?} does not name the field"
+                    );
+                }
             }
             None => assert!(!message.is_empty()),
         },
