@@ -2,13 +2,14 @@
 //! order of precedence, then the defaults.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
 use clap::Parser;
 use http::Uri;
 use serde::Deserialize;
+use tower_longpoll::{Hub, LongPollLayer};
 
 /// A GRIP-compatible reverse proxy that holds long-polls.
 ///
@@ -222,11 +223,39 @@ impl Config {
     /// Merges flags (and the environment, which clap reads) over the file
     /// named by `--config`, over the defaults.
     pub fn load(args: Args) -> Result<Config, String> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => File::default(),
+        let (name, text) = match &args.config {
+            Some(path) => (
+                path.display().to_string(),
+                std::fs::read_to_string(path)
+                    .map_err(|err| format!("cannot read {}: {err}", path.display()))?,
+            ),
+            None => (String::new(), String::new()),
         };
+        Self::from_toml(args, &name, &text)
+    }
+
+    /// Merges flags over a TOML text (the contents of the `--config` file
+    /// called `name`; empty for no file), over the defaults.
+    pub fn from_toml(args: Args, name: &str, text: &str) -> Result<Config, String> {
+        let file: File = toml::from_str(text).map_err(|err| format!("{name}: {err}"))?;
         Self::merge(args, file)
+    }
+
+    /// The layer that holds the polls of the `--route` patterns; `None`
+    /// without routes.
+    pub fn poll_layer(&self, hub: Hub) -> Option<LongPollLayer> {
+        if self.routes.is_empty() {
+            return None;
+        }
+        let mut layer = LongPollLayer::builder()
+            .hub(hub)
+            .timeout(self.timeout)
+            .max_per_id(self.max_per_id)
+            .max_parked(self.max_waiters);
+        for route in &self.routes {
+            layer = layer.route(route);
+        }
+        Some(layer.build())
     }
 
     fn merge(args: Args, file: File) -> Result<Config, String> {
@@ -240,8 +269,21 @@ impl Config {
         } else {
             args.routes
         };
+        let mut client_param = None;
         for route in &routes {
-            check_route(route)?;
+            let param = check_route(route)?;
+            // The layer takes the client id from the first route's
+            // parameter, and panics on a route without it.
+            match client_param {
+                None => client_param = Some(param),
+                Some(first) if first != param => {
+                    return Err(format!(
+                        "--route {route:?}: every route names the client id alike; \
+                         the first calls it `{{{first}}}`"
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         let grip_timeout_min = args.grip_timeout_min.or(file.grip_timeout_min).unwrap_or(5);
         let grip_timeout_max = args
@@ -331,12 +373,6 @@ impl Config {
     }
 }
 
-fn read_file(path: &Path) -> Result<File, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    toml::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))
-}
-
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .map_err(|_| format!("{flag} must be a non-negative number of seconds"))
@@ -379,26 +415,27 @@ fn parse_upstream(text: &str) -> Result<Uri, String> {
 }
 
 /// The layer panics on a malformed pattern: check it here, with a message.
-fn check_route(pattern: &str) -> Result<(), String> {
+/// The pattern's only parameter, the client id.
+fn check_route(pattern: &str) -> Result<&str, String> {
     let bad = |why: &str| Err(format!("--route {pattern:?}: {why}"));
     let Some(rest) = pattern.strip_prefix('/') else {
         return bad("it must start with `/`");
     };
-    let mut params = 0;
+    let mut params = Vec::new();
     for segment in rest.split('/') {
         if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return bad("a parameter is `{name}` of letters, digits and `_`");
             }
-            params += 1;
+            params.push(name);
         } else if segment.contains(['{', '}']) {
             return bad("a segment is either a literal or a whole `{name}`");
         }
     }
-    if params != 1 {
-        return bad("it needs exactly one `{param}`: the client id");
+    match params[..] {
+        [only] => Ok(only),
+        _ => bad("it needs exactly one `{param}`: the client id"),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -463,6 +500,33 @@ mod tests {
             .contains("above")
         );
         assert!(toml::from_str::<File>("nonsense = 1").is_err());
+        // Found by fuzz/fuzz_targets/gateway_config.rs: routes naming the
+        // client id differently passed here and made the layer panic at start.
+        let message = err(&[
+            "--upstream",
+            "http://x",
+            "--route",
+            "/a/{id}",
+            "--route",
+            "/b/{client}",
+        ]);
+        assert!(
+            message.contains("\"/b/{client}\"") && message.contains("`{id}`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn routes_sharing_the_client_id_make_a_layer() {
+        let config = Config::from_toml(
+            args(&["--upstream", "http://x"]),
+            "gateway.toml",
+            r#"route = ["/a/{id}", "/b/{id}/events"]"#,
+        )
+        .unwrap();
+        assert!(config.poll_layer(Hub::new()).is_some());
+        let without = Config::from_toml(args(&["--upstream", "http://x"]), "gateway.toml", "");
+        assert!(without.unwrap().poll_layer(Hub::new()).is_none());
     }
 
     #[test]

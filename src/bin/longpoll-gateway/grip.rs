@@ -56,6 +56,14 @@ pub struct Hold {
     pub gone: Option<String>,
 }
 
+impl Hold {
+    /// How long the hold lasts: the upstream's `Grip-Timeout` brought within
+    /// `min..=max` (the gateway's bounds, `min <= max`), or `default`.
+    pub fn lasts(&self, default: Duration, min: Duration, max: Duration) -> Duration {
+        self.timeout.map_or(default, |asked| asked.clamp(min, max))
+    }
+}
+
 /// Whether a response head carries GRIP instructions (then its body is read).
 pub fn is_instruction(headers: &HeaderMap) -> bool {
     headers.contains_key(GRIP_HOLD)
@@ -164,6 +172,9 @@ fn from_json(body: &[u8]) -> Result<Instruction, String> {
             .get("name")
             .and_then(Value::as_str)
             .ok_or_else(|| format!("hold.channels[{index}].name is missing or not a string"))?;
+        if name.is_empty() {
+            return Err(format!("hold.channels[{index}].name is empty"));
+        }
         let prev_id = match channel.get("prev-id") {
             None | Some(Value::Null) => None,
             Some(Value::String(id)) => Some(id.clone()),
@@ -200,8 +211,8 @@ pub fn parse_response(value: &Value, field: &str) -> Result<Whole, String> {
         Some(code) => code
             .as_u64()
             .and_then(|code| u16::try_from(code).ok())
-            .and_then(|code| StatusCode::from_u16(code).ok())
-            .ok_or_else(|| format!("{field}.code is not an HTTP status code"))?,
+            .and_then(final_status)
+            .ok_or_else(|| format!("{field}.code is not an HTTP status code from 200 to 599"))?,
     };
     let reason = match object.get("reason") {
         None | Some(Value::Null) => None,
@@ -343,10 +354,22 @@ fn parse_status(text: &str) -> Result<(StatusCode, Option<String>), String> {
     let status = code
         .parse::<u16>()
         .ok()
-        .and_then(|code| StatusCode::from_u16(code).ok())
-        .ok_or_else(|| format!("Grip-Status {text:?} does not start with a status code"))?;
+        .and_then(final_status)
+        .ok_or_else(|| {
+            format!("Grip-Status {text:?} does not start with a status code from 200 to 599")
+        })?;
     let reason = reason.trim();
     Ok((status, (!reason.is_empty()).then(|| reason.to_owned())))
+}
+
+/// A status a client can be sent as the whole answer: hyper refuses to
+/// send a `1xx` (the client would get a `500`, or a `101` that switches to
+/// nothing), and codes past 599 are not HTTP (RFC 9110 §15).
+fn final_status(code: u16) -> Option<StatusCode> {
+    (200..=599)
+        .contains(&code)
+        .then(|| StatusCode::from_u16(code).ok())
+        .flatten()
 }
 
 /// The URL of `<url>; rel=gone`.
@@ -461,11 +484,51 @@ mod tests {
         );
         let many = vec!["c"; 21].join(",");
         assert!(bad(&[("grip-hold", "response"), ("grip-channel", &many)]).contains("20"));
+        // Found by fuzz/fuzz_targets/grip_headers.rs: `Grip-Status: 808`
+        // was kept as the status of the timeout response.
+        for status in [
+            "808 Not There",
+            "101 Switching Protocols",
+            "100",
+            "199 x",
+            "600",
+        ] {
+            assert!(
+                bad(&[
+                    ("grip-hold", "response"),
+                    ("grip-channel", "a"),
+                    ("grip-status", status)
+                ])
+                .contains("from 200 to 599"),
+                "{status}"
+            );
+        }
+        for code in [100, 101, 199, 600, 999] {
+            assert!(
+                parse_response(&serde_json::json!({ "code": code }), "r")
+                    .unwrap_err()
+                    .contains("r.code is not an HTTP status code from 200 to 599")
+            );
+        }
+        assert_eq!(
+            parse_response(&serde_json::json!({ "code": 599 }), "r")
+                .unwrap()
+                .status
+                .as_u16(),
+            599
+        );
         assert!(from_json(b"[1]").unwrap_err().contains("object"));
         assert!(
             from_json(br#"{"hold": {"mode": "response", "channels": [{}]}}"#)
                 .unwrap_err()
                 .contains("channels[0].name")
+        );
+        // Found by the proptest grip_instructions_in_json_keep_their_promises:
+        // an empty name was refused in Grip-Channel but held on in JSON.
+        assert!(
+            from_json(br#"{"hold": {"mode": "response", "channels": [{"name": ""}]}}"#)
+                .unwrap_err()
+                .contains("channels[0].name is empty")
         );
         assert!(
             parse_response(&serde_json::json!({"body": "a", "body-bin": "YQ=="}), "r")

@@ -63,9 +63,11 @@ pub async fn hold(state: &Arc<State>, hold: Hold, may_retry: bool) -> Outcome {
     }
 
     let config = &state.config;
-    let timeout = hold.timeout.map_or(config.grip_timeout, |asked| {
-        asked.clamp(config.grip_timeout_min, config.grip_timeout_max)
-    });
+    let timeout = hold.lasts(
+        config.grip_timeout,
+        config.grip_timeout_min,
+        config.grip_timeout_max,
+    );
     let limits = WaitLimits::new(config.max_waiters, config.max_waiters);
     let names: Vec<&str> = hold.channels.iter().map(|c| c.name.as_str()).collect();
     let wait = state

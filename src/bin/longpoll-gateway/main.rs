@@ -15,7 +15,10 @@ mod config;
 mod grip;
 mod headers;
 mod hold;
+mod items;
 mod jwt;
+#[cfg(test)]
+mod parse_checks;
 mod proxy;
 mod publish;
 mod server;
@@ -31,7 +34,7 @@ use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio_util::sync::CancellationToken;
 use tower_longpoll::store::RedisStore;
-use tower_longpoll::{Hub, LongPoll, LongPollLayer};
+use tower_longpoll::{Hub, LongPoll};
 use tower_service::Service;
 
 use crate::config::{Args, Config, LogFormat};
@@ -138,8 +141,8 @@ async fn run(config: Config) -> Result<(), String> {
     let gateway = Gateway {
         state: Arc::clone(&state),
     };
-    let client_handler: Handler = if config.routes.is_empty() {
-        Arc::new(move |request: Request<Incoming>| {
+    let client_handler: Handler = match config.poll_layer(hub.clone()) {
+        None => Arc::new(move |request: Request<Incoming>| {
             let mut gateway = gateway.clone();
             Box::pin(async move {
                 match gateway.call(request).await {
@@ -147,28 +150,21 @@ async fn run(config: Config) -> Result<(), String> {
                     Err(never) => match never {},
                 }
             })
-        })
-    } else {
-        let mut layer = LongPollLayer::builder()
-            .hub(hub.clone())
-            .timeout(config.timeout)
-            .max_per_id(config.max_per_id)
-            .max_parked(config.max_waiters);
-        for route in &config.routes {
-            layer = layer.route(route);
-        }
-        let held: LongPoll<Gateway> = tower_layer::Layer::layer(&layer.build(), gateway);
-        Arc::new(move |request: Request<Incoming>| {
-            let mut held = held.clone();
-            Box::pin(async move {
-                // Readiness is the gateway's, which is always ready.
-                let response: Response<_> = match held.call(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                response.map(|body| -> ProxyBody { body.boxed_unsync() })
+        }),
+        Some(layer) => {
+            let held: LongPoll<Gateway> = tower_layer::Layer::layer(&layer, gateway);
+            Arc::new(move |request: Request<Incoming>| {
+                let mut held = held.clone();
+                Box::pin(async move {
+                    // Readiness is the gateway's, which is always ready.
+                    let response: Response<_> = match held.call(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    response.map(|body| -> ProxyBody { body.boxed_unsync() })
+                })
             })
-        })
+        }
     };
     let publish_state = Arc::clone(&state);
     let publish_handler: Handler = Arc::new(move |request: Request<Incoming>| {

@@ -9,12 +9,11 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
-use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tower_longpoll::store::StoreError;
 use tower_longpoll::{Event, PublishError};
 
-use crate::grip::{self, Whole};
+use crate::items;
 use crate::jwt;
 use crate::proxy::{ProxyBody, full, text, unauthorized};
 use crate::state::{State, add};
@@ -120,13 +119,6 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Response<ProxyBod
     refuse("the bearer token is not accepted")
 }
 
-/// One item, checked, ready to publish.
-struct Item {
-    channel: String,
-    id: Option<String>,
-    event: Event,
-}
-
 async fn publish_items(state: &State, request: Request<Incoming>) -> Response<ProxyBody> {
     let body = match Limited::new(request.into_body(), MAX_PUBLISH_REQUEST)
         .collect()
@@ -140,11 +132,17 @@ async fn publish_items(state: &State, request: Request<Incoming>) -> Response<Pr
             );
         }
     };
-    let items = match parse_items(state, &body) {
-        Ok(items) => items,
+    // Every item is checked before any is published: a `400` publishes
+    // nothing.
+    let parsed = match items::parse(&body) {
+        Ok(parsed) => parsed,
         Err(message) => return bad_request(state, &message),
     };
-    for (index, item) in items.into_iter().enumerate() {
+    for channel in &parsed.ignored {
+        add(&state.metrics.ignored_items);
+        tracing::debug!(channel, "publish item without http-response format ignored");
+    }
+    for (index, item) in parsed.items.into_iter().enumerate() {
         if let Err(response) = publish_one(state, &item.channel, item.id.as_deref(), item.event)
             .await
             .map_err(|err| failed(&format!("items[{index}]"), err))
@@ -153,90 +151,6 @@ async fn publish_items(state: &State, request: Request<Incoming>) -> Response<Pr
         }
     }
     text(StatusCode::OK, "Published")
-}
-
-/// Every item is checked before any is published: a `400` publishes nothing.
-fn parse_items(state: &State, body: &[u8]) -> Result<Vec<Item>, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|err| format!("the body is not JSON: {err}"))?;
-    let list = value
-        .get("items")
-        .and_then(Value::as_array)
-        .ok_or("items is missing or not an array")?;
-    let max_event = 1024 * 1024;
-    let mut items = Vec::with_capacity(list.len());
-    for (index, item) in list.iter().enumerate() {
-        let at = |field: &str| format!("items[{index}].{field}");
-        let object = item
-            .as_object()
-            .ok_or_else(|| format!("items[{index}] is not an object"))?;
-        let channel = object
-            .get("channel")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("{} is missing or not a string", at("channel")))?;
-        if channel.is_empty() || channel.len() > 256 || channel.chars().any(char::is_control) {
-            return Err(format!(
-                "{} must be 1 to 256 bytes without control characters",
-                at("channel")
-            ));
-        }
-        let optional_string = |field: &str| match object.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text.clone())),
-            Some(_) => Err(format!("{} is not a string", at(field))),
-        };
-        let id = optional_string("id")?;
-        optional_string("prev-id")?;
-        // EPCP puts formats under `formats`; gripcontrol and older
-        // publishers put them on the item itself.
-        let (format, field) = match object.get("formats") {
-            Some(Value::Object(formats)) => {
-                (formats.get("http-response"), at("formats.http-response"))
-            }
-            Some(_) => return Err(format!("{} is not an object", at("formats"))),
-            None => (object.get("http-response"), at("http-response")),
-        };
-        let Some(format) = format else {
-            add(&state.metrics.ignored_items);
-            tracing::debug!(channel, "publish item without http-response format ignored");
-            continue;
-        };
-        if let Some(action) = format.get("action") {
-            if action.as_str() != Some("send") {
-                return Err(format!("{field}.action: only \"send\" is supported"));
-            }
-        }
-        let whole = grip::parse_response(format, &field)?;
-        if whole.body.len() > max_event {
-            return Err(format!(
-                "{field}: the body is {} bytes, more than the limit of {max_event}",
-                whole.body.len()
-            ));
-        }
-        items.push(Item {
-            channel: channel.to_owned(),
-            id,
-            event: event_of(whole),
-        });
-    }
-    Ok(items)
-}
-
-/// A published `http-response` as an event: its body, its `Content-Type`
-/// as the event's content type, its status and other headers carried along.
-fn event_of(whole: Whole) -> Event {
-    let Whole {
-        status,
-        headers: mut kept,
-        body,
-        ..
-    } = whole;
-    let content_type = kept.remove(CONTENT_TYPE);
-    let mut event = Event::new(body).status(status).headers(kept);
-    if let Some(content_type) = content_type {
-        event = event.content_type(content_type);
-    }
-    event
 }
 
 async fn publish_raw(
