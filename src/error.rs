@@ -23,6 +23,10 @@ pub enum PublishError {
     /// The content type given to [`Event::content_type`](crate::Event::content_type)
     /// is not a valid header value.
     InvalidContentType,
+    /// The status given to [`Event::status`](crate::Event::status) cannot
+    /// answer a poll: it is not a final status from 200 to 599, or it is
+    /// `204`/`304` while the event has a body.
+    InvalidStatus(http::StatusCode),
     /// The store refused or failed to keep the event.
     Store(StoreError),
 }
@@ -38,6 +42,11 @@ impl fmt::Display for PublishError {
             PublishError::InvalidContentType => {
                 f.write_str("the event's content type is not a valid header value")
             }
+            PublishError::InvalidStatus(status) => write!(
+                f,
+                "the event's status {} cannot answer a poll (200 to 599, and no 204 or 304 with a body)",
+                status.as_u16()
+            ),
             PublishError::Store(err) => err.fmt(f),
         }
     }

@@ -254,6 +254,26 @@ async fn publish_refuses_what_it_cannot_keep_and_keeps_nothing() {
         .unwrap_err();
     assert!(matches!(err, PublishError::InvalidContentType), "{err}");
 
+    for status in [101, 103, 199, 600, 999] {
+        let status = http::StatusCode::from_u16(status).unwrap();
+        let err = hub
+            .publish("a", Event::new("x").status(status))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PublishError::InvalidStatus(s) if s == status),
+            "{err}"
+        );
+    }
+    let err = hub
+        .publish("a", Event::new("x").status(http::StatusCode::NO_CONTENT))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no 204 or 304 with a body"),
+        "{err}"
+    );
+
     let stats = hub.stats();
     assert_eq!((stats.published, stats.kept_events, stats.ids), (0, 0, 0));
     assert_eq!(

@@ -169,9 +169,11 @@ async fn publish(
             )
                 .into_response()
         }
-        Err(err @ (PublishError::InvalidId(_) | PublishError::InvalidContentType)) => {
-            text(StatusCode::BAD_REQUEST, err.to_string())
-        }
+        Err(
+            err @ (PublishError::InvalidId(_)
+            | PublishError::InvalidContentType
+            | PublishError::InvalidStatus(_)),
+        ) => text(StatusCode::BAD_REQUEST, err.to_string()),
         Err(err @ PublishError::TooLarge { .. }) => {
             text(StatusCode::PAYLOAD_TOO_LARGE, err.to_string())
         }

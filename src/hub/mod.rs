@@ -206,6 +206,12 @@ impl Hub {
         if event.has_invalid_content_type() {
             return Err(PublishError::InvalidContentType);
         }
+        if let Some(status) = event.status_value() {
+            let bodiless = matches!(status.as_u16(), 204 | 304);
+            if !(200..=599).contains(&status.as_u16()) || (bodiless && !event.data().is_empty()) {
+                return Err(PublishError::InvalidStatus(status));
+            }
+        }
         let size = event.data().len();
         if size > inner.max_event_bytes {
             return Err(PublishError::TooLarge {

@@ -211,9 +211,9 @@ fn bad_request(state: &State, message: &str) -> Response<ProxyBody> {
 fn failed(what: &str, err: PublishError) -> Response<ProxyBody> {
     let message = format!("{what}: {err}");
     match err {
-        PublishError::InvalidId(_) | PublishError::InvalidContentType => {
-            text(StatusCode::BAD_REQUEST, &message)
-        }
+        PublishError::InvalidId(_)
+        | PublishError::InvalidContentType
+        | PublishError::InvalidStatus(_) => text(StatusCode::BAD_REQUEST, &message),
         PublishError::TooLarge { .. } => text(StatusCode::PAYLOAD_TOO_LARGE, &message),
         PublishError::Store(StoreError::Full { .. } | StoreError::TooManyIds { .. }) => {
             crate::proxy::unavailable(&message)
