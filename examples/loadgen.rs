@@ -753,7 +753,9 @@ async fn parked(args: &Args) -> Option<u64> {
 /// Without a parked URL, waits for the settle time only.
 async fn wait_parked(args: &Args, want: u64, deadline: Instant, at_most: bool) -> Option<u64> {
     let mut last = None;
-    if args.parked_url.is_some() {
+    // A count that only grows cannot show polls leaving.
+    let countable = !(at_most && args.parked_cumulative);
+    if args.parked_url.is_some() && countable {
         loop {
             last = parked(args).await;
             let reached = match last {
@@ -1241,13 +1243,15 @@ async fn churn(args: &Args, n: usize, cycles: usize) -> String {
     let growth =
         |from: usize| rss.last().copied().unwrap_or(0) as i64 - rss[from.min(rss.len() - 1)] as i64;
     format!(
-        "{{\"scenario\":\"churn\",\"label\":\"{}\",\"http2\":{},\"polls\":{n},\"cycles\":{cycles},\"failed\":{failed},\"answered\":{answered},\"rss_anon_before_kb\":{},\"rss_anon_per_cycle_kb\":{:?},\"growth_after_first_kb\":{},\"growth_after_second_kb\":{},\"parked_after\":{},\"cpu_us_per_conn\":{}}}",
+        "{{\"scenario\":\"churn\",\"label\":\"{}\",\"http2\":{},\"polls\":{n},\"cycles\":{cycles},\"failed\":{failed},\"answered\":{answered},\"rss_anon_before_kb\":{},\"rss_anon_per_cycle_kb\":{:?},\"growth_after_first_kb\":{},\"growth_after_second_kb\":{},\"slope_kb_per_cycle\":{},\"slope_bytes_per_conn\":{},\"parked_after\":{},\"cpu_us_per_conn\":{}}}",
         args.label,
         args.http2,
         before.rss_anon_kb,
         rss,
         growth(0),
         growth(1),
+        json_f(slope),
+        json_f(slope * 1024.0 / n as f64),
         json_opt(parked_after.map(|p| p.saturating_sub(parked_before))),
         json_f(cpu_us),
     )

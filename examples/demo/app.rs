@@ -30,6 +30,9 @@ pub struct Options {
     pub max_waiters: usize,
     /// The largest `Retry-After` sent with `429` and `503`.
     pub retry_after: Duration,
+    /// Serve the routes through the long-poll layer (false: the same routes
+    /// without it, to measure what the layer costs the requests it passes on).
+    pub layer: bool,
 }
 
 impl Default for Options {
@@ -39,6 +42,7 @@ impl Default for Options {
             max_per_id: 8,
             max_waiters: 100_000,
             retry_after: Duration::from_secs(5),
+            layer: true,
         }
     }
 }
@@ -55,13 +59,17 @@ pub fn router(hub: Hub, options: &Options) -> Router {
         .retry_after(options.retry_after)
         .batching(64)
         .build();
-    Router::new()
+    let routes = Router::new()
         .route("/", get(index))
         .route("/longpoll.js", get(longpoll_js))
         .route("/publish/{client}", post(publish))
         .route("/metrics", get(metrics))
-        .with_state(hub)
-        .layer(longpoll)
+        .with_state(hub);
+    if options.layer {
+        routes.layer(longpoll)
+    } else {
+        routes
+    }
 }
 
 async fn index() -> Html<&'static str> {

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Turns the JSON lines of bench/compare.sh into a Markdown table of ratios.
+
+Every figure is "lower is better" except the pass-through throughput; a ratio
+below 1 means the demo does better than the peer.
+"""
+import json
+import statistics
+import sys
+
+
+def load(path):
+    runs = {}
+    for line in open(path):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        run = json.loads(line)
+        server, _, load = run.get("label", "").partition("|")
+        scenario = run["scenario"]
+        if scenario == "hold" and run.get("http2"):
+            scenario = "hold_h2"
+        run["load"] = load
+        runs[(server, scenario)] = run
+    return runs
+
+
+FIGURES = [
+    # (scenario, key, description)
+    ("hold", "bytes_per_poll", "memory per held HTTP/1 poll (bytes, anon RSS)"),
+    ("hold", "idle_cpu_pct", "CPU while the polls sit idle (% of a core)"),
+    ("hold_h2", "bytes_per_poll", "memory per held HTTP/2 poll (bytes, anon RSS)"),
+    ("fanout", "p50_ms", "fan-out, time to response p50 (ms)"),
+    ("fanout", "p99_ms", "fan-out, time to response p99 (ms)"),
+    ("fanout", "max_ms", "fan-out, time to last response (ms)"),
+    ("fanout", "missing", "fan-out, responses missing"),
+    ("unicast", "p50_ms", "unicast publish→receive p50 (ms)"),
+    ("unicast", "p99_ms", "unicast publish→receive p99 (ms)"),
+    ("unicast", "p999_ms", "unicast publish→receive p99.9 (ms)"),
+    ("unicast", "lost", "unicast events lost"),
+    ("churn", "growth_after_second_kb", "churn, RSS growth after warm-up (kB)"),
+    ("churn", "slope_bytes_per_conn", "churn, RSS trend per cycle / polls per cycle (bytes)"),
+    ("churn", "parked_after", "churn, parked afterwards"),
+    ("churn", "cpu_us_per_conn", "churn, server CPU per connection (µs)"),
+]
+
+
+def value(run, key):
+    if run is None:
+        return None
+    if key == "missing":
+        return run["expected"] - run["received"]
+    return run.get(key)
+
+
+def fmt(v):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.1f}" if abs(v) >= 10 else f"{v:,.3g}"
+    return f"{v:,}"
+
+
+def ratio(a, b):
+    if a is None or b is None:
+        return "–"
+    if b == 0:
+        return "=" if a == 0 else "∞"
+    return f"{a / b:.2f}"
+
+
+def main(path):
+    runs = load(path)
+    servers = ["demo", "nchan", "pushpin", "gateway"]
+    present = [s for s in servers if any(k[0] == s for k in runs)]
+    peers = [s for s in present if s != "demo"]
+    head = "| figure | " + " | ".join(present) + " | " + " | ".join(f"demo / {p}" for p in peers) + " |"
+    print(head)
+    print("|" + " --- |" * (1 + len(present) + len(peers)))
+    for scenario, key, description in FIGURES:
+        values = {s: value(runs.get((s, scenario)), key) for s in present}
+        if all(v is None for v in values.values()):
+            continue
+        cells = [fmt(values[s]) for s in present]
+        ratios = [ratio(values["demo"], values[p]) for p in peers] if "demo" in values else []
+        print(f"| {description} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    passthrough = runs.get(("demo", "passthrough"))
+    if passthrough:
+        bare = statistics.median(passthrough["bare_rps"])
+        layered = statistics.median(passthrough["layered_rps"])
+        print()
+        print(
+            f"Pass-through (wrk, demo `/`, median of {len(passthrough['bare_rps'])}): "
+            f"bare {bare:,.0f} req/s, with the layer {layered:,.0f} req/s: "
+            f"{100 * layered / bare:.1f} % of the bare service."
+        )
+    print()
+    loads = sorted({f"{k[0]} {k[1]}: {r['load']}" for k, r in runs.items() if r.get("load")})
+    print("Machine load before each run: " + "; ".join(loads))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
