@@ -1242,6 +1242,25 @@ async fn churn(args: &Args, n: usize, cycles: usize) -> String {
     let cpu_us = (after.cpu_ticks - churn_start.cpu_ticks) as f64 / TICKS_PER_SEC * 1e6 / churned;
     let growth =
         |from: usize| rss.last().copied().unwrap_or(0) as i64 - rss[from.min(rss.len() - 1)] as i64;
+    // Least-squares slope of RSS over the cycles after the first (warm-up).
+    let slope = {
+        let points: Vec<(f64, f64)> = rss
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, &kb)| (i as f64, kb as f64))
+            .collect();
+        let count = points.len() as f64;
+        if points.len() < 2 {
+            f64::NAN
+        } else {
+            let mean_x = points.iter().map(|p| p.0).sum::<f64>() / count;
+            let mean_y = points.iter().map(|p| p.1).sum::<f64>() / count;
+            let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+            let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+            sxy / sxx
+        }
+    };
     format!(
         "{{\"scenario\":\"churn\",\"label\":\"{}\",\"http2\":{},\"polls\":{n},\"cycles\":{cycles},\"failed\":{failed},\"answered\":{answered},\"rss_anon_before_kb\":{},\"rss_anon_per_cycle_kb\":{:?},\"growth_after_first_kb\":{},\"growth_after_second_kb\":{},\"slope_kb_per_cycle\":{},\"slope_bytes_per_conn\":{},\"parked_after\":{},\"cpu_us_per_conn\":{}}}",
         args.label,
