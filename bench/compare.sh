@@ -23,10 +23,14 @@ for arg in "$@"; do
   esac
 done
 SERVERS=${SERVERS:-"demo nchan pushpin gateway"}
+# The demo's own options: one runtime worker, as Nchan runs one worker process.
+DEMO_ARGS=${DEMO_ARGS:-"--workers 1"}
 SCENARIOS=${SCENARIOS:-"hold hold_h2 fanout unicast churn passthrough"}
 # Wait while other processes keep the CPUs busier than this (percent of all
 # cores, sampled over 2 s between runs), at most QUIET_WAIT seconds per run.
 MAX_BUSY=${MAX_BUSY:-30}
+# Runs of fanout and unicast per server, interleaved; the table shows medians.
+REPS=${REPS:-3}
 QUIET_WAIT=${QUIET_WAIT:-300}
 
 if [ "$QUICK" = 1 ]; then
@@ -141,7 +145,7 @@ DEMO_PORT=23101 NCHAN_PORT=23102 PUSHPIN_PORT=23103 PUSHPIN_PUB=23104 GRIP_PORT=
 start_demo() {
   local extra=("$@")
   "$T/demo" --listen "127.0.0.1:$DEMO_PORT" --timeout 300 --max-per-id 200000 \
-    --max-waiters 1000000 "${extra[@]}" >"$WORK/demo.log" 2>&1 &
+    --max-waiters 1000000 $DEMO_ARGS "${extra[@]}" >"$WORK/demo.log" 2>&1 &
   SERVER_PID=$!
   STARTED+=("$SERVER_PID")
   wait_port $DEMO_PORT || return 1
@@ -284,7 +288,19 @@ passthrough() {
   echo "$line" | tee -a "$OUT"
 }
 
+# fanout and unicast run REPS times, each time on every server in turn.
+expanded=""
 for scenario in $SCENARIOS; do
+  case "$scenario" in
+    fanout|unicast)
+      if [ "$REPS" -gt 1 ]; then
+        for rep in $(seq 1 "$REPS"); do expanded="$expanded ${scenario}_$rep"; done
+        continue
+      fi ;;
+  esac
+  expanded="$expanded $scenario"
+done
+for scenario in $expanded; do
   for server in $SERVERS; do
     if [ "$server" = gateway ]; then
       if [ "$HAVE_GATEWAY" = 0 ]; then
@@ -305,6 +321,8 @@ for scenario in $SCENARIOS; do
         ;;
       fanout) run "$server" fanout fanout "$FAN_N" --rounds "$FAN_ROUNDS" ;;
       unicast) run "$server" unicast unicast "$UNI_N" "$UNI_RATE" --secs "$UNI_SECS" ;;
+      fanout_*|unicast_*) run "$server" "${scenario%_*}" "${scenario%_*}" \
+        $([ "${scenario%_*}" = fanout ] && echo "$FAN_N --rounds $FAN_ROUNDS" || echo "$UNI_N $UNI_RATE --secs $UNI_SECS") ;;
       churn) run "$server" churn churn "$CHURN_N" "$CHURN_C" ;;
       passthrough) if [ "$server" = demo ]; then passthrough; fi ;;
     esac

@@ -10,6 +10,7 @@ import sys
 
 
 def load(path):
+    """The runs by (server, scenario); repeated runs become a list."""
     runs = {}
     for line in open(path):
         line = line.strip()
@@ -21,7 +22,7 @@ def load(path):
         if scenario == "hold" and run.get("http2"):
             scenario = "hold_h2"
         run["load"] = load
-        runs[(server, scenario)] = run
+        runs.setdefault((server, scenario), []).append(run)
     return runs
 
 
@@ -34,10 +35,12 @@ FIGURES = [
     ("fanout", "p99_ms", "fan-out, time to response p99 (ms)"),
     ("fanout", "max_ms", "fan-out, time to last response (ms)"),
     ("fanout", "missing", "fan-out, responses missing"),
+    ("fanout", "server_cpu_us_per_response", "fan-out, server CPU per response (µs)"),
     ("unicast", "p50_ms", "unicast publish→receive p50 (ms)"),
     ("unicast", "p99_ms", "unicast publish→receive p99 (ms)"),
     ("unicast", "p999_ms", "unicast publish→receive p99.9 (ms)"),
     ("unicast", "lost", "unicast events lost"),
+    ("unicast", "server_cpu_us_per_event", "unicast, server CPU per event (µs)"),
     ("churn", "growth_after_second_kb", "churn, RSS growth after warm-up (kB)"),
     ("churn", "slope_bytes_per_conn", "churn, RSS trend per cycle / polls per cycle (bytes)"),
     ("churn", "parked_after", "churn, parked afterwards"),
@@ -45,12 +48,21 @@ FIGURES = [
 ]
 
 
-def value(run, key):
-    if run is None:
+def value(repeats, key):
+    """The figure of a run, or the median over repeated runs (the worst for
+    losses and missing responses)."""
+    if not repeats:
         return None
-    if key == "missing":
-        return run["expected"] - run["received"]
-    return run.get(key)
+    values = []
+    for run in repeats:
+        v = run["expected"] - run["received"] if key == "missing" else run.get(key)
+        if v is not None:
+            values.append(v)
+    if not values:
+        return None
+    if key in ("missing", "lost"):
+        return max(values)
+    return statistics.median(values)
 
 
 def fmt(v):
@@ -78,13 +90,13 @@ def main(path):
     print(head)
     print("|" + " --- |" * (1 + len(present) + len(peers)))
     for scenario, key, description in FIGURES:
-        values = {s: value(runs.get((s, scenario)), key) for s in present}
+        values = {s: value(runs.get((s, scenario), []), key) for s in present}
         if all(v is None for v in values.values()):
             continue
         cells = [fmt(values[s]) for s in present]
         ratios = [ratio(values["demo"], values[p]) for p in peers] if "demo" in values else []
         print(f"| {description} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
-    passthrough = runs.get(("demo", "passthrough"))
+    passthrough = runs.get(("demo", "passthrough"), [None])[-1]
     if passthrough:
         bare = statistics.median(passthrough["bare_rps"])
         layered = statistics.median(passthrough["layered_rps"])
@@ -94,8 +106,12 @@ def main(path):
             f"bare {bare:,.0f} req/s, with the layer {layered:,.0f} req/s: "
             f"{100 * layered / bare:.1f} % of the bare service."
         )
+    reps = max(len(v) for v in runs.values())
+    if reps > 1:
+        print()
+        print(f"Repeated scenarios: medians of {reps} runs (missing responses and lost events: the worst run).")
     print()
-    loads = sorted({f"{k[0]} {k[1]}: {r['load']}" for k, r in runs.items() if r.get("load")})
+    loads = sorted({f"{k[0]} {k[1]}: {r['load']}" for k, rs in runs.items() for r in rs if r.get("load")})
     print("Machine load before each run: " + "; ".join(loads))
 
 

@@ -12,6 +12,7 @@
 //! the layer costs on one core, without sockets; `docs/benchmarks.md` puts
 //! them next to the socket figures of the load tool.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
@@ -23,7 +24,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use http::{Request, Response};
 use http_body_util::Empty;
 use tower::{Layer, Service, ServiceExt};
-use tower_longpoll::{Event, Hub, LongPoll, LongPollLayer, ResponseFuture};
+use tower_longpoll::{Cursor, Event, Hub, LongPoll, LongPollLayer, ResponseFuture};
 
 type Inner = tower::util::ServiceFn<fn(Request<Empty<Bytes>>) -> Ready<InnerResult>>;
 type InnerResult = Result<Response<Empty<Bytes>>, Infallible>;
@@ -47,10 +48,14 @@ fn service(hub: &Hub) -> Polls {
         .layer(tower::service_fn(not_a_poll as fn(_) -> _))
 }
 
-fn poll_request(id: &str) -> Request<Empty<Bytes>> {
-    Request::get(format!("/poll/{id}"))
-        .body(Empty::new())
-        .unwrap()
+/// A poll on `id`, after `since` when given (the bench never reads the
+/// response bodies, so the delivery position does not move).
+fn poll_request(id: &str, since: Option<Cursor>) -> Request<Empty<Bytes>> {
+    let uri = match since {
+        Some(cursor) => format!("/poll/{id}?since={cursor}"),
+        None => format!("/poll/{id}"),
+    };
+    Request::get(uri).body(Empty::new()).unwrap()
 }
 
 fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
@@ -58,22 +63,20 @@ fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
 }
 
 /// Parks a poll on `id`: calls the service and polls the future once.
-fn park(service: &mut Polls, id: &str) -> Parked {
-    let mut future = service.call(poll_request(id));
+fn park(service: &mut Polls, id: &str, since: Option<Cursor>) -> Parked {
+    let mut future = service.call(poll_request(id, since));
     assert!(poll_once(&mut future).is_pending(), "the poll parks");
     future
 }
 
 /// Publishes on the in-memory store, which answers at once.
-fn publish(hub: &Hub, id: &str, event: Event) {
+fn publish(hub: &Hub, id: &str, event: Event) -> Cursor {
     let mut future = Box::pin(hub.publish(id, event));
     match future
         .as_mut()
         .poll(&mut Context::from_waker(Waker::noop()))
     {
-        Poll::Ready(result) => {
-            result.expect("publish");
-        }
+        Poll::Ready(result) => result.expect("publish"),
         Poll::Pending => panic!("the memory store publishes at once"),
     }
 }
@@ -107,21 +110,23 @@ fn publish_and_wake(c: &mut Criterion) {
 
     let hub = Hub::new();
     let mut polls = service(&hub);
+    let last = Cell::new(None);
     group.bench_function("wakes_one_poll", |b| {
         b.iter_batched(
-            || park(&mut polls, "one"),
+            || park(&mut polls, "one", last.get()),
             |mut parked| {
-                publish(&hub, "one", Event::new(body.clone()));
+                last.set(Some(publish(&hub, "one", Event::new(body.clone()))));
                 answered(&mut parked);
                 parked
             },
-            BatchSize::SmallInput,
+            // One parked poll at a time: a publish wakes only it.
+            BatchSize::PerIteration,
         )
     });
 
     // Park, then the client goes away: hyper drops the future.
     group.bench_function("park_and_cancel", |b| {
-        b.iter(|| drop(park(&mut polls, "gone")))
+        b.iter(|| drop(park(&mut polls, "gone", None)))
     });
     group.finish();
 }
@@ -135,17 +140,18 @@ fn fanout(c: &mut Criterion) {
     for waiters in [10_000usize, 100_000] {
         let hub = Hub::new();
         let mut polls = service(&hub);
+        let last = Cell::new(None);
         group.throughput(Throughput::Elements(waiters as u64));
         // One publish, then every parked poll has its response ready.
         group.bench_function(format!("one_event_to_{waiters}"), |b| {
             b.iter_batched(
                 || {
                     (0..waiters)
-                        .map(|_| park(&mut polls, "channel"))
+                        .map(|_| park(&mut polls, "channel", last.get()))
                         .collect::<Vec<_>>()
                 },
                 |mut parked| {
-                    publish(&hub, "channel", Event::new(body.clone()));
+                    last.set(Some(publish(&hub, "channel", Event::new(body.clone()))));
                     for future in parked.iter_mut() {
                         answered(future);
                     }

@@ -1000,6 +1000,7 @@ async fn fanout(args: &Args, n: usize, rounds: usize) -> String {
     }
     let mut publisher = Publisher::new(args);
     let mut all = Vec::new();
+    let cpu_before = usage(&args.pids).cpu_ticks;
     let mut per_round = String::new();
     let mut complete = true;
     for round in 0..rounds {
@@ -1044,13 +1045,14 @@ async fn fanout(args: &Args, n: usize, rounds: usize) -> String {
         );
         all.extend(times);
     }
+    let cpu_ms = (usage(&args.pids).cpu_ticks - cpu_before) as f64 * 1000.0 / TICKS_PER_SEC;
     stop.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     all.sort_unstable();
     format!(
-        "{{\"scenario\":\"fanout\",\"label\":\"{}\",\"http2\":{},\"polls\":{n},\"rounds\":{rounds},\"complete\":{complete},\"received\":{},\"expected\":{},\"keepalives\":{},\"failed\":{},\"p50_ms\":{},\"p99_ms\":{},\"max_ms\":{},\"per_round\":[{per_round}]}}",
+        "{{\"scenario\":\"fanout\",\"label\":\"{}\",\"http2\":{},\"polls\":{n},\"rounds\":{rounds},\"complete\":{complete},\"received\":{},\"expected\":{},\"keepalives\":{},\"failed\":{},\"p50_ms\":{},\"p99_ms\":{},\"max_ms\":{},\"server_cpu_us_per_response\":{},\"per_round\":[{per_round}]}}",
         args.label,
         args.http2,
         all.len(),
@@ -1060,6 +1062,7 @@ async fn fanout(args: &Args, n: usize, rounds: usize) -> String {
         json_f(percentile_ms(&all, 0.5)),
         json_f(percentile_ms(&all, 0.99)),
         json_f(percentile_ms(&all, 1.0)),
+        json_f(cpu_ms * 1000.0 / all.len().max(1) as f64),
     )
 }
 
@@ -1130,6 +1133,7 @@ async fn unicast(args: &Args, n: usize, rate: u64, secs: u64, publishers: usize)
         "parked {parked_now:?}; publishing {total} events at {rate}/s"
     ));
     let published = Arc::new(AtomicUsize::new(0));
+    let cpu_before = usage(&args.pids).cpu_ticks;
     let started = Instant::now();
     let mut publishing = Vec::new();
     for p in 0..publishers.max(1) {
@@ -1159,6 +1163,7 @@ async fn unicast(args: &Args, n: usize, rate: u64, secs: u64, publishers: usize)
     while delivered.load(Ordering::Relaxed) < published && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let cpu_ms = (usage(&args.pids).cpu_ticks - cpu_before) as f64 * 1000.0 / TICKS_PER_SEC;
     stop.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -1167,7 +1172,7 @@ async fn unicast(args: &Args, n: usize, rate: u64, secs: u64, publishers: usize)
     latencies.sort_unstable();
     let delivered = delivered.load(Ordering::Relaxed);
     format!(
-        "{{\"scenario\":\"unicast\",\"label\":\"{}\",\"http2\":{},\"polls\":{n},\"rate\":{rate},\"secs\":{secs},\"publish_secs\":{},\"attempted\":{total},\"published\":{published},\"delivered\":{delivered},\"lost\":{},\"duplicates\":{},\"failed\":{},\"p50_ms\":{},\"p99_ms\":{},\"p999_ms\":{},\"max_ms\":{}}}",
+        "{{\"scenario\":\"unicast\",\"label\":\"{}\",\"http2\":{},\"polls\":{n},\"rate\":{rate},\"secs\":{secs},\"publish_secs\":{},\"attempted\":{total},\"published\":{published},\"delivered\":{delivered},\"lost\":{},\"duplicates\":{},\"failed\":{},\"p50_ms\":{},\"p99_ms\":{},\"p999_ms\":{},\"max_ms\":{},\"server_cpu_us_per_event\":{}}}",
         args.label,
         args.http2,
         json_f(publish_secs),
@@ -1178,6 +1183,7 @@ async fn unicast(args: &Args, n: usize, rate: u64, secs: u64, publishers: usize)
         json_f(percentile_ms(&latencies, 0.99)),
         json_f(percentile_ms(&latencies, 0.999)),
         json_f(percentile_ms(&latencies, 1.0)),
+        json_f(cpu_ms * 1000.0 / published.max(1) as f64),
     )
 }
 
@@ -1237,7 +1243,12 @@ async fn churn(args: &Args, n: usize, cycles: usize) -> String {
         rss.push(now.rss_anon_kb);
     }
     let after = usage(&args.pids);
-    let parked_after = parked(args).await;
+    // A count of holds issued so far says nothing about what is left.
+    let parked_after = if args.parked_cumulative {
+        None
+    } else {
+        parked(args).await
+    };
     let churned = (n * cycles) as f64;
     let cpu_us = (after.cpu_ticks - churn_start.cpu_ticks) as f64 / TICKS_PER_SEC * 1e6 / churned;
     let growth =

@@ -74,17 +74,27 @@ struct Args {
     /// what the layer costs the requests it passes on (bench/compare.sh).
     #[arg(long)]
     no_layer: bool,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = args.workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    runtime.enable_all().build()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,tower_longpoll=info".into()),
         )
         .init();
-    let args = Args::parse();
     if !(args.timeout.is_finite() && args.timeout >= 0.0) {
         eprintln!("--timeout must be a non-negative number of seconds");
         std::process::exit(2);
