@@ -28,7 +28,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 // SAFETY: jemalloc reads this NUL-terminated string once, at its start.
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:5000,muzzy_decay_ms:0\0"[0];
 
 use std::net::SocketAddr;
 use std::time::Duration;
