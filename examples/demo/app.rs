@@ -48,28 +48,40 @@ impl Default for Options {
 }
 
 /// `GET /poll/{client}` (long-polls), `POST /publish/{client}`, `GET
-/// /metrics`, `GET /` (the page) and `GET /longpoll.js`, on `hub`.
+/// /metrics`, `GET /` (the page) and `GET /longpoll.js`, on `hub`, as one
+/// axum `Router`: how the tests serve the app in-process. The binary puts
+/// the same layer around [`routes`] instead (see `main.rs`).
+#[allow(dead_code)]
 pub fn router(hub: Hub, options: &Options) -> Router {
-    let longpoll = LongPollLayer::builder()
-        .hub(hub.clone())
+    let routes = routes(hub.clone());
+    if options.layer {
+        routes.layer(longpoll(hub, options))
+    } else {
+        routes
+    }
+}
+
+/// The long-poll layer of the app.
+pub fn longpoll(hub: Hub, options: &Options) -> LongPollLayer {
+    LongPollLayer::builder()
+        .hub(hub)
         .route("/poll/{client}")
         .timeout(options.timeout)
         .max_per_id(options.max_per_id)
         .max_parked(options.max_waiters)
         .retry_after(options.retry_after)
         .batching(64)
-        .build();
-    let routes = Router::new()
+        .build()
+}
+
+/// Every route but the long-polls.
+pub fn routes(hub: Hub) -> Router {
+    Router::new()
         .route("/", get(index))
         .route("/longpoll.js", get(longpoll_js))
         .route("/publish/{client}", post(publish))
         .route("/metrics", get(metrics))
-        .with_state(hub);
-    if options.layer {
-        routes.layer(longpoll)
-    } else {
-        routes
-    }
+        .with_state(hub)
 }
 
 async fn index() -> Html<&'static str> {

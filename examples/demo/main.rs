@@ -33,15 +33,23 @@ pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:5000,muzz
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
 use axum::Router;
+use axum::body::Bytes;
+use axum::http::{Request, Response};
 use clap::Parser;
+use http_body::Body;
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpSocket, TcpStream};
+use tower::{Layer, Service};
 use tower_longpoll::Hub;
+use tower_longpoll::LongPoll;
 
 /// Serves long-polls on /poll/{client}, publishes with POST
 /// /publish/{client}, Prometheus metrics on /metrics, a page on / and its
@@ -111,7 +119,14 @@ async fn run(args: Args) -> std::io::Result<()> {
         layer: !args.no_layer,
         ..app::Options::default()
     };
-    let app = app::router(hub.clone(), &options);
+    // The layer goes around the whole router rather than into it
+    // (`Router::layer`): a poll is answered before axum routes it, and the
+    // other requests pass the layer once.
+    let app = if options.layer {
+        App::Polls(app::longpoll(hub.clone(), &options).layer(app::routes(hub.clone())))
+    } else {
+        App::Bare(app::routes(hub.clone()))
+    };
 
     let socket = if args.listen.is_ipv4() {
         TcpSocket::new_v4()?
@@ -196,6 +211,14 @@ async fn redis_hub(_url: &str, _prefix: &str) -> Hub {
     std::process::exit(2);
 }
 
+/// The app served: the routes behind the long-poll layer, or without it
+/// (`--no-layer`).
+#[derive(Clone)]
+enum App {
+    Polls(LongPoll<Router>),
+    Bare(Router),
+}
+
 /// Serves one connection: HTTP/2 when it opens with the HTTP/2 preface
 /// (cleartext, prior knowledge), HTTP/1.1 otherwise.
 ///
@@ -203,8 +226,24 @@ async fn redis_hub(_url: &str, _prefix: &str) -> Hub {
 /// rather than axum::serve: axum rebuilds the router's route tables for every
 /// connection, and hyper-util's auto-detection makes hyper's read buffer grow
 /// to 16 KiB; a parked poll holds its connection, so both add up per poll.
-async fn serve(tcp: TcpStream, app: Router, watcher: Watcher) {
-    let service = TowerToHyperService::new(app);
+async fn serve(tcp: TcpStream, app: App, watcher: Watcher) {
+    match app {
+        App::Polls(service) => serve_with(tcp, service, watcher).await,
+        App::Bare(service) => serve_with(tcp, service, watcher).await,
+    }
+}
+
+async fn serve_with<S, B>(tcp: TcpStream, service: S, watcher: Watcher)
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = TowerToHyperService::new(service);
     let result = match sniff_http2(&tcp).await {
         Ok(true) => {
             let connection = http2::Builder::new(TokioExecutor::new())
