@@ -24,6 +24,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;
 use tower::{Layer, Service};
+use tower_longpoll::store::MemoryStore;
 use tower_longpoll::{Event, Hub, LongPoll, LongPollLayer, ResponseFuture};
 
 /// The system allocator, counting the bytes live and the allocations made.
@@ -94,7 +95,9 @@ fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
 
 /// Bytes per parked poll: `polls` parked on their own ids, or all on one.
 fn parked(polls: usize, own_ids: bool) {
-    let hub = Hub::new();
+    // Room for every id: the default store keeps at most 1,000,000.
+    let store = MemoryStore::builder().max_ids(2 * polls).build();
+    let hub = Hub::builder().store(store).build();
     let mut service = service(&hub, polls);
     // The futures are held inline, as hyper holds them in a connection task;
     // the vector is allocated before the baseline.
