@@ -119,6 +119,10 @@ async fn publish(
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         event = event.content_type(content_type.clone());
     }
+    // The request's headers share hyper's read buffer: let it go before
+    // waiting, so that the connection reads its next request into the same
+    // buffer rather than a new one.
+    drop(headers);
     match hub.publish(&client, event).await {
         Ok(cursor) => {
             let etag = HeaderValue::try_from(format!("\"{cursor}\"")).expect("cursors are ASCII");

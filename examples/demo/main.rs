@@ -82,17 +82,25 @@ struct Args {
     /// what the layer costs the requests it passes on (bench/compare.sh).
     #[arg(long)]
     no_layer: bool,
-    /// Runtime worker threads (default: one per core).
+    /// Runtime worker threads (default: one per core); 1 runs everything on
+    /// one thread, as Nchan's single worker does.
     #[arg(long)]
     workers: Option<usize>,
 }
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = args.workers {
-        runtime.worker_threads(workers.max(1));
-    }
+    // One worker is a current-thread runtime: no work-stealing queues, and
+    // a woken poll runs on the thread that woke it.
+    let mut runtime = match args.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(workers.max(1));
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all().build()?.block_on(run(args))
 }
 

@@ -304,6 +304,8 @@ impl Inner {
 
     fn append(self: &Arc<Self>, id: &str, event: Event) -> Result<Cursor, StoreError> {
         self.ensure_sweeper();
+        // Copied before the shard is locked; see `Event::compacted`.
+        let event = event.compacted();
         let size = event.kept_size();
         let now = Instant::now();
         let mut shard = self.shard(id);
