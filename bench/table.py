@@ -106,6 +106,7 @@ def main(path):
             f"bare {bare:,.0f} req/s, with the layer {layered:,.0f} req/s: "
             f"{100 * layered / bare:.1f} % of the bare service."
         )
+    goals(runs)
     reps = max(len(v) for v in runs.values())
     if reps > 1:
         print()
@@ -113,6 +114,39 @@ def main(path):
     print()
     loads = sorted({f"{k[0]} {k[1]}: {r['load']}" for k, rs in runs.items() for r in rs if r.get("load")})
     print("Machine load before each run: " + "; ".join(loads))
+
+
+def goals(runs):
+    """The issue's goals against Nchan, as met or not in this run."""
+    if not any(k[0] == "nchan" for k in runs):
+        return
+    def v(server, scenario, key):
+        return value(runs.get((server, scenario), []), key)
+    checks = []
+    demo, nchan = v("demo", "hold", "bytes_per_poll"), v("nchan", "hold", "bytes_per_poll")
+    if demo is not None and nchan is not None:
+        checks.append((demo <= nchan, f"memory per held HTTP/1 poll ≤ Nchan's: {demo:,.0f} vs {nchan:,.0f} bytes"))
+    for key, what in (("p99_ms", "p99"), ("max_ms", "completion (max)")):
+        demo, nchan = v("demo", "fanout", key), v("nchan", "fanout", key)
+        if demo is not None and nchan is not None:
+            checks.append((demo <= nchan, f"fan-out to 10,000, {what} ≤ Nchan's: {demo:.1f} vs {nchan:.1f} ms"))
+    demo, nchan = v("demo", "unicast", "p99_ms"), v("nchan", "unicast", "p99_ms")
+    lost = v("demo", "unicast", "lost")
+    if demo is not None and nchan is not None:
+        checks.append((demo <= nchan and lost == 0, f"unicast p99 ≤ Nchan's with 0 lost: {demo:.3f} vs {nchan:.3f} ms, {lost} lost"))
+    slope, parked = v("demo", "churn", "slope_bytes_per_conn"), v("demo", "churn", "parked_after")
+    if slope is not None:
+        # Flat: the trend after warm-up is under 1 % of what a held poll costs.
+        held = v("demo", "hold", "bytes_per_poll") or 10_000
+        checks.append((slope < 0.01 * held and parked == 0, f"churn leaves RSS flat and 0 parked: trend {slope:,.1f} bytes per poll per cycle, {parked} parked"))
+    passthrough = runs.get(("demo", "passthrough"), [None])[-1]
+    if passthrough:
+        share = statistics.median(passthrough["layered_rps"]) / statistics.median(passthrough["bare_rps"])
+        checks.append((share >= 0.98, f"pass-through keeps ≥ 98 % of the bare service: {100 * share:.1f} %"))
+    print()
+    print("Goals against Nchan in this run:")
+    for met, text in checks:
+        print(f"- {'met' if met else 'NOT met'}: {text}")
 
 
 if __name__ == "__main__":
