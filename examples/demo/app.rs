@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::body::to_bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_longpoll::store::StoreError;
@@ -100,12 +100,13 @@ async fn longpoll_js() -> impl IntoResponse {
 
 /// `POST /publish/{client}`: the body becomes an event for the client, with
 /// the request's content type.
-async fn publish(
-    State(hub): State<Hub>,
-    Path(client): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn publish(State(hub): State<Hub>, Path(client): Path<String>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    // The request head shares hyper's read buffer: let it go before waiting,
+    // so that the connection reads its next request into the same buffer
+    // rather than a new one.
+    drop(parts);
     let data = match to_bytes(body, MAX_PUBLISH_BYTES).await {
         Ok(data) => data,
         Err(_) => {
@@ -116,13 +117,9 @@ async fn publish(
         }
     };
     let mut event = Event::new(data);
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        event = event.content_type(content_type.clone());
+    if let Some(content_type) = content_type {
+        event = event.content_type(content_type);
     }
-    // The request's headers share hyper's read buffer: let it go before
-    // waiting, so that the connection reads its next request into the same
-    // buffer rather than a new one.
-    drop(headers);
     match hub.publish(&client, event).await {
         Ok(cursor) => {
             let etag = HeaderValue::try_from(format!("\"{cursor}\"")).expect("cursors are ASCII");
