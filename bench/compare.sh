@@ -38,7 +38,7 @@ if [ "$QUICK" = 1 ]; then
   UNI_N=200 UNI_RATE=1000 UNI_SECS=3 CHURN_N=1000 CHURN_C=3 WRK_SECS=3 WRK_RUNS=1
 else
   HOLD_N=10000 HOLD_IDLE=10 H2_N=100000 H2_CONNS=500 FAN_N=10000 FAN_ROUNDS=3
-  UNI_N=1000 UNI_RATE=2000 UNI_SECS=8 CHURN_N=5000 CHURN_C=5 WRK_SECS=8 WRK_RUNS=3
+  UNI_N=1000 UNI_RATE=2000 UNI_SECS=8 CHURN_N=5000 CHURN_C=8 WRK_SECS=8 WRK_RUNS=4
 fi
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -269,18 +269,27 @@ wrk_rate() {
   wrk -t1 -c64 -d"${WRK_SECS}s" "http://127.0.0.1:$DEMO_PORT/" | awk '/Requests\/sec/ { print $2 }'
 }
 
+# One wrk measurement of the demo, with the layer or without (--no-layer),
+# after a 2 s warm-up.
+wrk_demo() {
+  start_demo "$@"
+  wrk -t1 -c64 -d2s "http://127.0.0.1:$DEMO_PORT/" >/dev/null
+  wrk_rate
+  stop_server
+}
+
 passthrough() {
-  local bare=() layered=()
-  for _ in $(seq 1 "$WRK_RUNS"); do
+  local bare=() layered=() run
+  for run in $(seq 1 "$WRK_RUNS"); do
     quiet
-    start_demo --no-layer
-    wrk -t1 -c64 -d1s "http://127.0.0.1:$DEMO_PORT/" >/dev/null
-    bare+=("$(wrk_rate)")
-    stop_server
-    start_demo
-    wrk -t1 -c64 -d1s "http://127.0.0.1:$DEMO_PORT/" >/dev/null
-    layered+=("$(wrk_rate)")
-    stop_server
+    # Alternate which goes first, so that drift over the runs favours neither.
+    if [ $((run % 2)) = 1 ]; then
+      bare+=("$(wrk_demo --no-layer)")
+      layered+=("$(wrk_demo)")
+    else
+      layered+=("$(wrk_demo)")
+      bare+=("$(wrk_demo --no-layer)")
+    fi
   done
   local line
   line=$(printf '{"scenario":"passthrough","label":"demo|%s","bare_rps":[%s],"layered_rps":[%s]}' \

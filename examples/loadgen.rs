@@ -149,7 +149,14 @@ enum Scenario {
         publishers: usize,
     },
     /// N polls connected and aborted with RST, C times.
-    Churn { n: usize, cycles: usize },
+    Churn {
+        n: usize,
+        cycles: usize,
+        /// Wait after each cycle before RSS is read, in milliseconds (let
+        /// the server's allocator hand freed pages back).
+        #[arg(long, default_value_t = 2500)]
+        rss_settle_ms: u64,
+    },
     /// A GRIP backend for Pushpin: holds every request on the channel named by
     /// the last path segment; `/holds` counts the holds issued.
     GripBackend {
@@ -1187,7 +1194,7 @@ async fn unicast(args: &Args, n: usize, rate: u64, secs: u64, publishers: usize)
     )
 }
 
-async fn churn(args: &Args, n: usize, cycles: usize) -> String {
+async fn churn(args: &Args, n: usize, cycles: usize, rss_settle: Duration) -> String {
     let deadline = Instant::now() + Duration::from_secs(args.max_secs);
     let prefix = prefix(args);
     let dialer = Dialer::new(args).await.expect("HTTP/2 connections");
@@ -1235,6 +1242,7 @@ async fn churn(args: &Args, n: usize, cycles: usize) -> String {
             }
         }
         let down = wait_parked(args, parked_before, deadline, true).await;
+        tokio::time::sleep(rss_settle).await;
         let now = usage(&args.pids);
         log(format!(
             "cycle {cycle}: parked {up:?} then {down:?}, rss_anon {} kB",
@@ -1253,23 +1261,23 @@ async fn churn(args: &Args, n: usize, cycles: usize) -> String {
     let cpu_us = (after.cpu_ticks - churn_start.cpu_ticks) as f64 / TICKS_PER_SEC * 1e6 / churned;
     let growth =
         |from: usize| rss.last().copied().unwrap_or(0) as i64 - rss[from.min(rss.len() - 1)] as i64;
-    // Least-squares slope of RSS over the cycles after the first (warm-up).
+    // The trend of RSS over the cycles after the first (warm-up): the median
+    // of the slopes between every two cycles (Theil-Sen), which one noisy
+    // cycle does not swing.
     let slope = {
-        let points: Vec<(f64, f64)> = rss
-            .iter()
-            .enumerate()
-            .skip(1)
-            .map(|(i, &kb)| (i as f64, kb as f64))
-            .collect();
-        let count = points.len() as f64;
-        if points.len() < 2 {
+        let mut slopes = Vec::new();
+        for i in 1..rss.len() {
+            for j in i + 1..rss.len() {
+                slopes.push((rss[j] as f64 - rss[i] as f64) / (j - i) as f64);
+            }
+        }
+        slopes.sort_by(f64::total_cmp);
+        if slopes.is_empty() {
             f64::NAN
+        } else if slopes.len() % 2 == 1 {
+            slopes[slopes.len() / 2]
         } else {
-            let mean_x = points.iter().map(|p| p.0).sum::<f64>() / count;
-            let mean_y = points.iter().map(|p| p.1).sum::<f64>() / count;
-            let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
-            let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
-            sxy / sxx
+            (slopes[slopes.len() / 2 - 1] + slopes[slopes.len() / 2]) / 2.0
         }
     };
     format!(
@@ -1346,7 +1354,11 @@ fn main() {
                 secs,
                 publishers,
             } => unicast(&args, n, rate, secs, publishers).await,
-            Scenario::Churn { n, cycles } => churn(&args, n, cycles).await,
+            Scenario::Churn {
+                n,
+                cycles,
+                rss_settle_ms,
+            } => churn(&args, n, cycles, Duration::from_millis(rss_settle_ms)).await,
             Scenario::GripBackend { listen, hold_secs } => {
                 if let Err(err) = grip_backend(listen, hold_secs).await {
                     eprintln!("grip-backend: {err}");
