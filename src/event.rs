@@ -121,23 +121,22 @@ impl Event {
         self.invalid_content_type
     }
 
-    /// This event with its bytes in allocations of their own.
+    /// This event with its bytes in allocations of their own, for a store
+    /// that keeps it in memory.
     ///
-    /// A body or header taken from a request is often a view into a larger
-    /// buffer of the connection (hyper reads in chunks of 8 KiB or more);
-    /// keeping the view would keep the whole buffer alive for as long as the
-    /// event is kept. A store that keeps events in memory keeps them compact.
-    pub(crate) fn compact(mut self) -> Self {
+    /// A body read from a request (axum's `to_bytes`, hyper's `Incoming`) is
+    /// usually a slice of the connection's read buffer, and a header value a
+    /// slice of the request head: kept in a log for minutes, a 30-byte event
+    /// would hold on to the whole buffer (8 KiB or more). Every body is
+    /// copied: even a large one may be a slice of a larger buffer, and a copy
+    /// costs far less than the memory it can free.
+    pub(crate) fn compacted(mut self) -> Self {
         self.data = Bytes::copy_from_slice(&self.data);
-        if let Some(value) = &self.content_type {
-            self.content_type = HeaderValue::from_bytes(value.as_bytes()).ok();
-        }
+        self.content_type = self.content_type.map(|value| own_value(&value));
         if let Some(headers) = self.headers.take() {
             let mut own = HeaderMap::with_capacity(headers.len());
             for (name, value) in headers.iter() {
-                if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-                    own.append(name.clone(), value);
-                }
+                own.append(name.clone(), own_value(value));
             }
             self.headers = Some(Box::new(own));
         }
@@ -163,4 +162,44 @@ pub struct StoredEvent {
     pub cursor: Cursor,
     /// The event itself.
     pub event: Event,
+}
+
+/// A copy of a header value in an allocation of its own.
+fn own_value(value: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_bytes(value.as_bytes())
+        .expect("a header value's bytes make a header value");
+    copy.set_sensitive(value.is_sensitive());
+    copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacting_copies_small_bodies_and_header_values_out_of_their_buffers() {
+        let buffer = Bytes::from(vec![b'x'; 8192]);
+        let body = buffer.slice(100..130);
+        let mut content_type = HeaderValue::from_maybe_shared(buffer.slice(0..10)).unwrap();
+        content_type.set_sensitive(true);
+        let event = Event::new(body.clone()).content_type(content_type.clone());
+        let kept = event.compacted();
+        assert_eq!(kept.data(), &body);
+        assert_ne!(kept.data().as_ptr(), body.as_ptr(), "the body was copied");
+        let kept_type = kept.content_type_value().unwrap();
+        assert_eq!(kept_type, &content_type);
+        assert!(kept_type.is_sensitive());
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-kept",
+            HeaderValue::from_maybe_shared(buffer.slice(20..24)).unwrap(),
+        );
+        let kept = Event::new(body)
+            .status(StatusCode::CREATED)
+            .headers(headers)
+            .compacted();
+        assert_eq!(kept.status_value(), Some(StatusCode::CREATED));
+        assert_eq!(kept.headers_value().unwrap()["x-kept"], "xxxx");
+    }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::body::to_bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
@@ -32,6 +32,9 @@ pub struct Options {
     pub max_waiters: usize,
     /// The largest `Retry-After` sent with `429` and `503`.
     pub retry_after: Duration,
+    /// Serve the routes through the long-poll layer (false: the same routes
+    /// without it, to measure what the layer costs the requests it passes on).
+    pub layer: bool,
     /// When set, `POST /publish/{client}` needs `Authorization: Bearer <token>`.
     pub publish_token: Option<String>,
     /// How long a publish body may take to arrive (`408` after).
@@ -45,6 +48,7 @@ impl Default for Options {
             max_per_id: 8,
             max_waiters: 100_000,
             retry_after: Duration::from_secs(5),
+            layer: true,
             publish_token: None,
             body_timeout: Duration::from_secs(10),
         }
@@ -52,17 +56,34 @@ impl Default for Options {
 }
 
 /// `GET /poll/{client}` (long-polls), `POST /publish/{client}`, `GET
-/// /metrics`, `GET /` (the page) and `GET /longpoll.js`, on `hub`.
+/// /metrics`, `GET /` (the page) and `GET /longpoll.js`, on `hub`, as one
+/// axum `Router`: how the tests serve the app in-process. The binary puts
+/// the same layer around [`routes`] instead (see `main.rs`).
+#[allow(dead_code)]
 pub fn router(hub: Hub, options: &Options) -> Router {
-    let longpoll = LongPollLayer::builder()
-        .hub(hub.clone())
+    let routes = routes(hub.clone(), options);
+    if options.layer {
+        routes.layer(longpoll(hub, options))
+    } else {
+        routes
+    }
+}
+
+/// The long-poll layer of the app.
+pub fn longpoll(hub: Hub, options: &Options) -> LongPollLayer {
+    LongPollLayer::builder()
+        .hub(hub)
         .route("/poll/{client}")
         .timeout(options.timeout)
         .max_per_id(options.max_per_id)
         .max_parked(options.max_waiters)
         .retry_after(options.retry_after)
         .batching(64)
-        .build();
+        .build()
+}
+
+/// Every route but the long-polls.
+pub fn routes(hub: Hub, options: &Options) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/longpoll.js", get(longpoll_js))
@@ -73,7 +94,6 @@ pub fn router(hub: Hub, options: &Options) -> Router {
             publish_token: options.publish_token.clone().map(Arc::from),
             body_timeout: options.body_timeout,
         })
-        .layer(longpoll)
 }
 
 /// What the handlers share.
@@ -85,7 +105,7 @@ struct Demo {
 }
 
 /// Whether the request carries the publish token, compared in constant time.
-fn authorized(demo: &Demo, headers: &HeaderMap) -> bool {
+fn authorized(demo: &Demo, headers: &axum::http::HeaderMap) -> bool {
     let Some(token) = &demo.publish_token else {
         return true;
     };
@@ -116,10 +136,10 @@ async fn longpoll_js() -> impl IntoResponse {
 async fn publish(
     State(demo): State<Demo>,
     Path(client): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    if !authorized(&demo, &headers) {
+    let (parts, body) = request.into_parts();
+    if !authorized(&demo, &parts.headers) {
         let mut response = text(
             StatusCode::UNAUTHORIZED,
             "publishing needs Authorization: Bearer <the publish token>".into(),
@@ -129,6 +149,11 @@ async fn publish(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     }
+    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    // The request head shares hyper's read buffer: let it go before waiting,
+    // so that the connection reads its next request into the same buffer
+    // rather than a new one.
+    drop(parts);
     let hub = &demo.hub;
     let data =
         match tokio::time::timeout(demo.body_timeout, to_bytes(body, MAX_PUBLISH_BYTES)).await {
@@ -150,8 +175,8 @@ async fn publish(
             }
         };
     let mut event = Event::new(data);
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        event = event.content_type(content_type.clone());
+    if let Some(content_type) = content_type {
+        event = event.content_type(content_type);
     }
     match hub.publish(&client, event).await {
         Ok(cursor) => {

@@ -14,20 +14,43 @@
 
 mod app;
 
+/// jemalloc keeps its bookkeeping out of the blocks it hands out, so the
+/// 8 KiB buffers hyper reserves for each connection cost no resident memory
+/// until they are written: a held HTTP/1 poll costs about 30 % less than
+/// with glibc's malloc (docs/benchmarks.md has the figures).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start: a background thread hands pages
+/// freed by closed connections back to the system within about 2 s,
+/// instead of after 10 s and only when something else allocates; so RSS
+/// follows the connections held, also under churn. (A shorter decay makes
+/// successive fan-out rounds fault the same pages back in.)
+// SAFETY: jemalloc reads this NUL-terminated string once, at its start.
+#[allow(unsafe_code)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0\0"[0];
+
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{Request, Response};
 use clap::Parser;
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use socket2::{SockRef, TcpKeepalive};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_io_timeout::TimeoutStream;
-use tower_longpoll::Hub;
+use tower::{Layer, Service};
 use tower_longpoll::store::MemoryStore;
+use tower_longpoll::{Hub, LongPoll};
 
 /// Serves long-polls on /poll/{client}, publishes with POST
 /// /publish/{client}, Prometheus metrics on /metrics, a page on / and its
@@ -86,28 +109,43 @@ struct Args {
     /// The prefix of the Redis keys and channels.
     #[arg(long, default_value = "longpoll", requires = "redis")]
     redis_prefix: String,
+    /// Serve the same routes without the long-poll layer: a baseline for
+    /// what the layer costs the requests it passes on (bench/compare.sh).
+    #[arg(long)]
+    no_layer: bool,
+    /// Runtime worker threads (default: one per core); 1 runs everything on
+    /// one thread, as Nchan's single worker does.
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
-fn seconds(flag: &str, value: f64) -> Duration {
-    Duration::try_from_secs_f64(value).unwrap_or_else(|_| {
-        eprintln!("demo: {flag} must be a non-negative number of seconds");
-        std::process::exit(2);
-    })
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    // One worker is a current-thread runtime: no work-stealing queues, and
+    // a woken poll runs on the thread that woke it.
+    let mut runtime = match args.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(workers.max(1));
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    runtime.enable_all().build()?.block_on(run(args))
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn run(args: Args) -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,tower_longpoll=info".into()),
         )
         .init();
-    let args = Args::parse();
-    let timeout = seconds("--timeout", args.timeout);
-    let header_timeout = seconds("--header-timeout", args.header_timeout);
-    let write_timeout = seconds("--write-timeout", args.write_timeout);
-
+    let timeouts = Timeouts {
+        header: seconds("--header-timeout", args.header_timeout),
+        write: seconds("--write-timeout", args.write_timeout),
+    };
     let event_ttl = seconds("--event-ttl", args.event_ttl);
     let id_ttl = seconds("--id-ttl", args.id_ttl);
     let hub = match &args.redis {
@@ -123,14 +161,22 @@ async fn main() -> std::io::Result<()> {
         Some(url) => redis_hub(url, &args.redis_prefix, event_ttl, id_ttl).await,
     };
     let options = app::Options {
-        timeout,
+        timeout: seconds("--timeout", args.timeout),
         max_per_id: args.max_per_id,
         max_waiters: args.max_waiters,
+        layer: !args.no_layer,
         publish_token: args.publish_token.clone().filter(|token| !token.is_empty()),
         body_timeout: seconds("--body-timeout", args.body_timeout),
         ..app::Options::default()
     };
-    let app = app::router(hub.clone(), &options);
+    // The layer goes around the whole router rather than into it
+    // (`Router::layer`): a poll is answered before axum routes it, and the
+    // other requests pass the layer once.
+    let app = if options.layer {
+        App::Polls(app::longpoll(hub.clone(), &options).layer(app::routes(hub.clone(), &options)))
+    } else {
+        App::Bare(app::routes(hub.clone(), &options))
+    };
 
     let socket = if args.listen.is_ipv4() {
         TcpSocket::new_v4()?
@@ -148,9 +194,10 @@ async fn main() -> std::io::Result<()> {
         (true, false) => {
             tracing::info!(%local, "bound to loopback only; publishing is open to local clients")
         }
-        (false, false) => {
-            tracing::warn!(%local, "listening beyond loopback without --publish-token: anyone who can reach it may publish")
-        }
+        (false, false) => tracing::warn!(
+            %local,
+            "listening beyond loopback without --publish-token: anyone who can reach it may publish"
+        ),
     }
 
     // A client that vanishes without FIN or RST is only noticed by TCP
@@ -159,58 +206,38 @@ async fn main() -> std::io::Result<()> {
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10))
         .with_retries(3);
-    let mut server = auto::Builder::new(TokioExecutor::new());
-    // Without a timer hyper cannot time out a request head that never ends.
-    server
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    server.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
-    let mut signal = pin!(shutdown_signal());
+    let mut stop = std::pin::pin!(shutdown_signal());
     loop {
-        let (stream, _) = tokio::select! {
+        let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((tcp, _)) => tcp,
                 Err(err) => {
-                    // Out of file descriptors, most likely: back off a little.
+                    // Out of file descriptors, most likely: let some close.
                     tracing::warn!(error = %err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            _ = &mut signal => break,
+            () = &mut stop => break,
         };
-        let socket = SockRef::from(&stream);
+        let socket = SockRef::from(&tcp);
         if let Err(err) = socket
             .set_tcp_keepalive(&keepalive)
             .and_then(|()| socket.set_tcp_nodelay(true))
         {
             tracing::debug!(error = %err, "could not set TCP options on a connection");
         }
-        // A client that stops reading cannot hold a response write forever.
-        let mut stream = TimeoutStream::new(stream);
-        stream.set_write_timeout(Some(write_timeout));
-        let connection = server
-            .serve_connection_with_upgrades(
-                TokioIo::new(Box::pin(stream)),
-                TowerToHyperService::new(app.clone()),
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
-        });
+        tokio::spawn(serve(tcp, app.clone(), timeouts, graceful.watcher()));
     }
     tracing::info!("shutting down: answering parked polls with 503");
     hub.shutdown();
+    drop(listener);
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("some connections did not finish within 10 s; leaving them");
+        tracing::warn!("connections still open after 10 s; stopping anyway");
     }
     tracing::info!("stopped");
     Ok(())
@@ -241,6 +268,105 @@ async fn redis_hub(_url: &str, _prefix: &str, _event_ttl: Duration, _id_ttl: Dur
         "demo: --redis needs the redis feature: cargo run --release --features redis --example demo -- --redis URL"
     );
     std::process::exit(2);
+}
+
+/// The app served: the routes behind the long-poll layer, or without it
+/// (`--no-layer`).
+#[derive(Clone)]
+enum App {
+    Polls(LongPoll<Router>),
+    Bare(Router),
+}
+
+/// How long slow clients are waited for.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    /// For the request head (and the HTTP/2 preface).
+    header: Duration,
+    /// For a response write blocked by a client that does not read.
+    write: Duration,
+}
+
+fn seconds(flag: &str, value: f64) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or_else(|_| {
+        eprintln!("demo: {flag} must be a non-negative number of seconds");
+        std::process::exit(2);
+    })
+}
+
+/// Serves one connection: HTTP/2 when it opens with the HTTP/2 preface
+/// (cleartext, prior knowledge), HTTP/1.1 otherwise.
+///
+/// The connection is served by hyper's own HTTP/1 or HTTP/2 connection
+/// rather than axum::serve: axum rebuilds the router's route tables for every
+/// connection, and hyper-util's auto-detection makes hyper's read buffer grow
+/// to 16 KiB; a parked poll holds its connection, so both add up per poll.
+async fn serve(tcp: TcpStream, app: App, timeouts: Timeouts, watcher: Watcher) {
+    match app {
+        App::Polls(service) => serve_with(tcp, service, timeouts, watcher).await,
+        App::Bare(service) => serve_with(tcp, service, timeouts, watcher).await,
+    }
+}
+
+async fn serve_with<S, B>(tcp: TcpStream, service: S, timeouts: Timeouts, watcher: Watcher)
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = TowerToHyperService::new(service);
+    let http2 = sniff_http2(&tcp, timeouts.header).await;
+    // A client that stops reading cannot hold a response write forever.
+    let mut stream = TimeoutStream::new(tcp);
+    stream.set_write_timeout(Some(timeouts.write));
+    let io = TokioIo::new(Box::pin(stream));
+    let result = match http2 {
+        Ok(true) => {
+            let connection = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                // Every parked poll holds a stream.
+                .max_concurrent_streams(1024)
+                .serve_connection(io, service);
+            watcher.watch(connection).await
+        }
+        Ok(false) => {
+            let connection = http1::Builder::new()
+                // Without a timer hyper cannot time out a request head that
+                // never ends.
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeouts.header)
+                .serve_connection(io, service);
+            watcher.watch(connection).await
+        }
+        Err(_) => return,
+    };
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
+
+/// Whether the client opened with the HTTP/2 preface, peeked, not read.
+async fn sniff_http2(tcp: &TcpStream, patience: Duration) -> std::io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+    let mut start = [0u8; 4];
+    let wait = async {
+        loop {
+            let n = tcp.peek(&mut start).await?;
+            let seen = &start[..n];
+            if n == 0 || n == start.len() || !PREFACE.starts_with(seen) {
+                return Ok(n == start.len() && PREFACE.starts_with(seen));
+            }
+            // A prefix of the preface so far: wait for the rest.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(patience, wait)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 async fn shutdown_signal() {

@@ -222,10 +222,17 @@ impl Hub {
         let appended = inner.store.append(id, event).await;
         // Even a failed append may have been kept (a reply lost with the
         // connection): waking this process's waiters to read costs little.
-        inner.registry.notify(id);
+        let woke = inner.registry.notify(id);
         let cursor = appended.map_err(PublishError::Store)?;
         Counters::add(&inner.counters.published);
         tracing::trace!(client_id = id, %cursor, "published");
+        if woke {
+            // Let the polls just woken answer before the publisher goes on
+            // (typically to answer its own request): on a busy runtime that
+            // takes a socket write, and often a context switch, off the
+            // event's way to its subscribers.
+            tokio::task::yield_now().await;
+        }
         Ok(cursor)
     }
 

@@ -116,13 +116,17 @@ impl Registry {
         self.parked.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Wakes every waiter parked on `id`.
-    pub(crate) fn notify(&self, id: &str) {
+    /// Wakes every waiter parked on `id`; false when none is.
+    pub(crate) fn notify(&self, id: &str) -> bool {
         // Wake outside the shard lock: waking a large fan-out takes a while
         // and must not hold up other ids of the shard.
         let notify = self.shard(id).get(id).map(|slot| Arc::clone(&slot.notify));
-        if let Some(notify) = notify {
-            notify.notify_waiters();
+        match notify {
+            Some(notify) => {
+                notify.notify_waiters();
+                true
+            }
+            None => false,
         }
     }
 
@@ -221,8 +225,8 @@ mod tests {
         let wa1 = Arc::clone(ra1.notify()).notified_owned();
         let wa2 = Arc::clone(ra2.notify()).notified_owned();
         let wb = Arc::clone(rb.notify()).notified_owned();
-        registry.notify("a");
-        registry.notify("nobody");
+        assert!(registry.notify("a"));
+        assert!(!registry.notify("nobody"));
         wa1.await;
         wa2.await;
         let mut wb = std::pin::pin!(wb);

@@ -233,14 +233,16 @@ impl Inner {
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// The log of `id`, created (with a fresh epoch) when there is none.
+    /// The log of `id`, created (with a fresh epoch) when there is none, and
+    /// whether it was.
     fn log_mut<'a>(
         &self,
         shard: &'a mut Shard,
         id: &str,
         now: Instant,
-    ) -> Result<&'a mut Log, StoreError> {
-        if !shard.logs.contains_key(id) {
+    ) -> Result<(&'a mut Log, bool), StoreError> {
+        let created = !shard.logs.contains_key(id);
+        if created {
             if shard.logs.len() >= self.per_shard_ids {
                 self.make_room(shard, now);
                 if shard.logs.len() >= self.per_shard_ids {
@@ -255,7 +257,7 @@ impl Inner {
         let log = shard.logs.get_mut(id).expect("inserted above");
         log.expire(now, &self.config, self);
         log.last_active = now;
-        Ok(log)
+        Ok((log, created))
     }
 
     /// Forgets expired idle ids of a full shard and, if that is not enough,
@@ -304,11 +306,12 @@ impl Inner {
 
     fn append(self: &Arc<Self>, id: &str, event: Event) -> Result<Cursor, StoreError> {
         self.ensure_sweeper();
+        // Copied before the shard is locked; see `Event::compacted`.
+        let event = event.compacted();
         let size = event.kept_size();
         let now = Instant::now();
         let mut shard = self.shard(id);
-        let created = !shard.logs.contains_key(id);
-        let log = self.log_mut(&mut shard, id, now)?;
+        let (log, created) = self.log_mut(&mut shard, id, now)?;
         // The event that a full log drops makes room for the new one.
         let freed = if log.events.len() >= self.config.capacity {
             log.events
@@ -335,7 +338,7 @@ impl Inner {
         log.events.push_back(Kept {
             seq,
             kept_at: now,
-            event: event.compact(),
+            event,
         });
         self.events.fetch_add(1, Ordering::Relaxed);
         if log.events.len() > self.config.capacity {
@@ -355,7 +358,7 @@ impl Inner {
     ) -> Result<ReadResult, StoreError> {
         self.ensure_sweeper();
         let mut shard = self.shard(id);
-        let log = self.log_mut(&mut shard, id, Instant::now())?;
+        let (log, _) = self.log_mut(&mut shard, id, Instant::now())?;
         Ok(log.read(from, max_events.max(1)))
     }
 
