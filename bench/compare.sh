@@ -55,13 +55,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-FEATURES=()
-HAVE_GATEWAY=0
-if grep -Eq '^gateway *=' Cargo.toml; then
-  HAVE_GATEWAY=1
-  FEATURES=(--features gateway)
+# The gateway (feature `gateway`, binary `longpoll-gateway`) when this
+# checkout has it, or GATEWAY_BIN pointing at one built elsewhere.
+BUILD=(--example demo --example loadgen)
+if [ -z "${GATEWAY_BIN:-}" ] && grep -Eq '^gateway *=' Cargo.toml; then
+  BUILD+=(--features gateway --bin longpoll-gateway)
+  GATEWAY_BIN="$ROOT/target/release/longpoll-gateway"
 fi
-cargo build --release --example demo --example loadgen "${FEATURES[@]}" >&2
+cargo build --release "${BUILD[@]}" >&2
 T="$ROOT/target/release/examples"
 LOADGEN="$T/loadgen"
 
@@ -141,6 +142,7 @@ quiet() {
 }
 
 DEMO_PORT=23101 NCHAN_PORT=23102 PUSHPIN_PORT=23103 PUSHPIN_PUB=23104 GRIP_PORT=23105
+GATEWAY_PORT=23106 GATEWAY_PUB=23107
 
 start_demo() {
   local extra=("$@")
@@ -242,6 +244,30 @@ start_pushpin() {
         --pid "$SERVER_PID")
 }
 
+# The gateway holding polls itself (`--route`), with this crate's wire
+# contract; publishes go to its publish API. Its upstream (a GRIP backend) is
+# not asked for these routes.
+start_gateway() {
+  mkdir -p "$WORK/gateway"
+  "$LOADGEN" grip-backend --listen "127.0.0.1:$GRIP_PORT" --hold-secs 300 \
+    >"$WORK/gateway/backend.log" 2>&1 &
+  BACKEND_PID=$!
+  STARTED+=("$BACKEND_PID")
+  "$GATEWAY_BIN" --listen "127.0.0.1:$GATEWAY_PORT" --publish-listen "127.0.0.1:$GATEWAY_PUB" \
+    --upstream "http://127.0.0.1:$GRIP_PORT" --route '/poll/{client}' --timeout 300 \
+    --max-waiters 1000000 --max-per-id 200000 >"$WORK/gateway/out.log" 2>&1 &
+  SERVER_PID=$!
+  STARTED+=("$SERVER_PID")
+  wait_port $GRIP_PORT || return 1
+  wait_port $GATEWAY_PORT || return 1
+  wait_port $GATEWAY_PUB || return 1
+  ARGS=(--sub-url "http://127.0.0.1:$GATEWAY_PORT/poll/{id}"
+        --pub-url "http://127.0.0.1:$GATEWAY_PUB/publish/{id}"
+        --cursor since
+        --parked-url "http://127.0.0.1:$GATEWAY_PUB/metrics" --parked-key longpoll_waiters
+        --pid "$SERVER_PID")
+}
+
 stop_server() {
   stop "$SERVER_PID"
   if [ -n "${BACKEND_PID:-}" ]; then stop "$BACKEND_PID"; BACKEND_PID=""; fi
@@ -313,13 +339,8 @@ for scenario in $expanded; do
   for server in $SERVERS; do
     # Pushpin takes minutes where the others take seconds: one run each.
     case "$server:$scenario" in pushpin:*_[2-9]) continue ;; esac
-    if [ "$server" = gateway ]; then
-      if [ "$HAVE_GATEWAY" = 0 ]; then
-        echo "compare.sh: no 'gateway' feature on this branch: the gateway is not measured" >&2
-        continue
-      fi
-      # The gateway's command line is defined on its own branch.
-      echo "compare.sh: the gateway feature exists but this script does not drive it yet" >&2
+    if [ "$server" = gateway ] && [ -z "${GATEWAY_BIN:-}" ]; then
+      echo "compare.sh: no 'gateway' feature here and no GATEWAY_BIN: the gateway is not measured" >&2
       continue
     fi
     case "$scenario" in
