@@ -12,7 +12,6 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -80,12 +79,6 @@ pub async fn serve(
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10))
         .with_retries(3);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(1000);
     loop {
         let (tcp, peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -111,43 +104,109 @@ pub async fn serve(
             async move { Ok::<_, std::convert::Infallible>(response.await) }
         });
         let watcher = graceful.watcher();
-        let builder = builder.clone();
+        let stop = stop.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let result =
-                match tls {
-                    None => {
-                        let connection = builder
-                            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                            .into_owned();
-                        watcher.watch(connection).await
+            let result = match tls {
+                None => match sniff_http2(&tcp).await {
+                    Ok(http2) => {
+                        serve_connection(TokioIo::new(tcp), http2, service, watcher, stop).await
                     }
-                    Some(tls) => {
-                        let stream =
-                            match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp))
-                                .await
-                            {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(err)) => {
-                                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                        let connection = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        watcher.watch(connection).await
-                    }
-                };
+                    Err(_) => return,
+                },
+                Some(tls) => {
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(err)) => {
+                                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_connection(TokioIo::new(stream), http2, service, watcher, stop).await
+                }
+            };
             if let Err(err) = result {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
         });
     }
+}
+
+/// How long a client has for the TLS handshake, and for the first bytes
+/// that tell HTTP/2 from HTTP/1.1.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one connection with hyper's own HTTP/1.1 or HTTP/2 connection.
+///
+/// Rather than hyper-util's auto-detecting builder: that one reads the
+/// first bytes itself, after which hyper's read buffer grows to 16 KiB, and
+/// every held request keeps its connection's buffer (docs/benchmarks.md).
+async fn serve_connection<I, S>(
+    io: I,
+    http2: bool,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    stop: CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    if http2 {
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // Every held request holds a stream.
+            .max_concurrent_streams(1000)
+            .serve_connection(io, service);
+        watcher.watch(connection).await
+    } else {
+        let connection = hyper::server::conn::http1::Builder::new()
+            // With a timer, a request head that never ends times out (30 s).
+            .timer(TokioTimer::new())
+            .serve_connection(io, service)
+            .with_upgrades();
+        // hyper-util's watcher cannot watch a connection that may upgrade:
+        // finish it gracefully by hand when the gateway stops, and keep the
+        // watcher until then so that the shutdown waits for it.
+        let mut connection = std::pin::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        drop(watcher);
+        result
+    }
+}
+
+/// Whether a cleartext client opened with the HTTP/2 preface (peeked, not
+/// read); gives up after [`HANDSHAKE_TIMEOUT`] without a first byte.
+async fn sniff_http2(tcp: &TcpStream) -> io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+    let mut start = [0u8; 4];
+    let wait = async {
+        loop {
+            let n = tcp.peek(&mut start).await?;
+            let seen = &start[..n];
+            if n == 0 || n == start.len() || !PREFACE.starts_with(seen) {
+                return Ok(n == start.len() && PREFACE.starts_with(seen));
+            }
+            // A prefix of the preface so far: wait for the rest.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, wait)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
 fn set_options(tcp: &TcpStream, keepalive: &TcpKeepalive) {
