@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::example::{Example, eventually_metric, example_path};
 use common::{Conn, PATIENCE, TestServer, eventually, get, within};
 use http::StatusCode;
-use tower_longpoll::store::{RedisStore, StoreError};
+use tower_longpoll::store::{RedisStore, Store, StoreError};
 use tower_longpoll::{Cursor, Event, Hub, LongPollLayer, PublishError};
 
 fn redis_url() -> String {
@@ -221,6 +221,48 @@ async fn several_nodes_share_a_broadcast_id() {
     for conn in &mut conns {
         assert_eq!(conn.response(false).await.text(), "to everyone");
     }
+}
+
+/// A waiter reads its log once the store's watch is done; a publish on
+/// another node after that read must reach it, so the watch may only be done
+/// once Redis runs the subscription. Each round publishes on the id's wake-up
+/// channel the moment its watch is done, with a client of its own, and
+/// counts the subscribers Redis reports. (fred finishes SUBSCRIBE before
+/// Redis has run it; a gateway test lost a cross-node wake-up to that on a
+/// loaded machine. The store now waits for a PING behind the SUBSCRIBE; a
+/// watch done before its subscription fails here in most rounds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_is_in_force_in_redis_once_it_is_done() {
+    use fred::interfaces::{ClientLike, PubsubInterface};
+
+    let (url, prefix) = (redis_url(), unique_prefix());
+    let watcher = store(&url, &prefix).await;
+    let publisher =
+        fred::types::Builder::from_config(fred::types::config::Config::from_url(&url).unwrap())
+            .build()
+            .unwrap();
+    publisher.init().await.unwrap();
+    const ROUNDS: usize = 2_000;
+    let mut missed = Vec::new();
+    for round in 0..ROUNDS {
+        let id = format!("fresh-{round}");
+        watcher.watch(&id).await.unwrap();
+        let subscribers: i64 = publisher
+            .publish(format!("{prefix}:wake:{id}"), "test")
+            .await
+            .unwrap();
+        if subscribers != 1 {
+            missed.push(round);
+        }
+        watcher.unwatch(&id);
+    }
+    assert!(
+        missed.is_empty(),
+        "{} of {ROUNDS} publishes found nobody subscribed, the first in rounds {:?}",
+        missed.len(),
+        &missed[..missed.len().min(10)]
+    );
+    let _ = publisher.quit().await;
 }
 
 #[tokio::test]
