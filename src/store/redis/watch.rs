@@ -214,13 +214,13 @@ async fn run_ops(subscriber: SubscriberClient, mut queue: mpsc::UnboundedReceive
 
 /// Subscribes, and returns only once Redis has run the SUBSCRIBE.
 ///
-/// fred finishes `subscribe` when the command is written (Redis's
-/// confirmations are dropped as pub/sub traffic): measured, about one
-/// PUBLISH in fifty sent right after it still found nobody subscribed. A
-/// waiter reads its log after its watch is done, so a publish landing
-/// between that read and the SUBSCRIBE would wake nobody. Redis answers one
-/// connection's commands in order, so the reply to a PING sent behind the
-/// SUBSCRIBE means the subscription is in force.
+/// fred finishes `subscribe` before Redis has run the command (it drops
+/// Redis's confirmations as pub/sub traffic), so a PUBLISH sent right after
+/// it can still find nobody subscribed. A waiter reads its log after its
+/// watch is done, so a publish landing between that read and the SUBSCRIBE
+/// would wake nobody. Redis answers one connection's commands in order, so
+/// the reply to a PING sent behind the SUBSCRIBE means the subscription is
+/// in force.
 async fn subscribe_in_force(
     subscriber: &SubscriberClient,
     channels: Vec<String>,
