@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side: our demo, nginx + Nchan (1 worker) and Pushpin, on this
-# machine, in one run, driven by the same load generator (examples/loadgen.rs).
+# machine, in one run, driven by the same load generator (tools/loadgen).
 # Prints a table of ratios; docs/benchmarks.md explains every figure.
 #
 #   bench/compare.sh                 # full run (about 10 minutes)
@@ -55,16 +55,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# The gateway (feature `gateway`, binary `longpoll-gateway`) when this
-# checkout has it, or GATEWAY_BIN pointing at one built elsewhere.
-BUILD=(--example demo --example loadgen)
-if [ -z "${GATEWAY_BIN:-}" ] && grep -Eq '^gateway *=' Cargo.toml; then
-  BUILD+=(--features gateway --bin longpoll-gateway)
+# The demo, the load generator (tools/loadgen) and the gateway (its own
+# crate, longpoll-gateway/), or GATEWAY_BIN pointing at a gateway built
+# elsewhere.
+BUILD=(-p tower-longpoll --example demo -p longpoll-loadgen)
+if [ -z "${GATEWAY_BIN:-}" ]; then
+  BUILD+=(-p longpoll-gateway)
   GATEWAY_BIN="$ROOT/target/release/longpoll-gateway"
 fi
 cargo build --release "${BUILD[@]}" >&2
 T="$ROOT/target/release/examples"
-LOADGEN="$T/loadgen"
+LOADGEN="$ROOT/target/release/loadgen"
 
 WORK=$(mktemp -d /tmp/lp-compare.XXXXXX)
 OUT=${OUT:-$WORK/results.jsonl}
@@ -340,7 +341,7 @@ for scenario in $expanded; do
     # Pushpin takes minutes where the others take seconds: one run each.
     case "$server:$scenario" in pushpin:*_[2-9]) continue ;; esac
     if [ "$server" = gateway ] && [ -z "${GATEWAY_BIN:-}" ]; then
-      echo "compare.sh: no 'gateway' feature here and no GATEWAY_BIN: the gateway is not measured" >&2
+      echo "compare.sh: no GATEWAY_BIN: the gateway is not measured" >&2
       continue
     fi
     case "$scenario" in

@@ -38,8 +38,7 @@ fn not_a_poll(_request: Request<Empty<Bytes>>) -> Ready<InnerResult> {
 /// A layered service whose polls wait an hour: nothing times out during a
 /// measurement, and no id limit gets in the way of a fan-out.
 fn service(hub: &Hub) -> Polls {
-    LongPollLayer::builder()
-        .hub(hub.clone())
+    LongPollLayer::builder(hub.clone())
         .route("/poll/{id}")
         .timeout(Duration::from_secs(3600))
         .max_per_id(1_000_000)
@@ -193,8 +192,7 @@ fn passthrough(c: &mut Criterion) {
     let router = || axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
     let bare = router();
     let layered = router().layer(
-        LongPollLayer::builder()
-            .hub(hub.clone())
+        LongPollLayer::builder(hub.clone())
             .route("/poll/{id}")
             .build(),
     );

@@ -79,8 +79,7 @@ fn not_a_poll(_request: Request<Empty<Bytes>>) -> Ready<InnerResult> {
 }
 
 fn service(hub: &Hub, max_per_id: usize) -> LongPoll<Inner> {
-    LongPollLayer::builder()
-        .hub(hub.clone())
+    LongPollLayer::builder(hub.clone())
         .route("/poll/{id}")
         .timeout(Duration::from_secs(3600))
         .max_per_id(max_per_id)

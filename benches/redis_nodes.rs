@@ -116,8 +116,7 @@ async fn main() {
 
     // 3. A poll parked on node A, answered by a publish on node B.
     let (node_a, _) = hub(&url, &prefix).await;
-    let layer = LongPollLayer::builder()
-        .hub(node_a.clone())
+    let layer = LongPollLayer::builder(node_a.clone())
         .route("/poll/{client}")
         .timeout(Duration::from_secs(30))
         .build();

@@ -61,8 +61,7 @@ async fn main() -> std::io::Result<()> {
         secret: secret.into_bytes().into(),
         hub: hub.clone(),
     };
-    let longpoll = LongPollLayer::builder()
-        .hub(hub.clone())
+    let longpoll = LongPollLayer::builder(hub.clone())
         // No id in the path: the id is whoever the token says.
         .route("/events")
         .client_id(ClientId::extension::<User>())

@@ -22,8 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:3003".to_owned());
 
     let hub = Hub::new();
-    let longpoll = LongPollLayer::builder()
-        .hub(hub.clone())
+    let longpoll = LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .timeout(Duration::from_secs(30))
         .build();

@@ -45,7 +45,7 @@ case "$target" in
       --event-ttl 60 --id-ttl 120 --redis "$redis_url" --redis-prefix "lp-soak-$$" >"$log" 2>&1 &
     ;;
   gateway)
-    cargo build --release --features gateway --bin longpoll-gateway -q
+    cargo build --release -p longpoll-gateway -q
     target/release/longpoll-gateway --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0 \
       --upstream http://127.0.0.1:9 --route '/poll/{client}' --timeout 0.7 --max-per-id 4 >"$log" 2>&1 &
     ;;

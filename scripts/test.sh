@@ -60,4 +60,4 @@ if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
   echo "scripts/test.sh: started redis-server (pid $redis_pid) at $REDIS_URL" >&2
 fi
 
-cargo test --all-features "$@"
+cargo test --workspace --all-features "$@"

@@ -67,14 +67,16 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Builds a [`LongPollLayer`].
 ///
-/// Only a route is required. The defaults: a fresh in-memory [`Hub`], the id
+/// Made by [`LongPollLayer::builder`] with the [`Hub`] the polls wait on;
+/// only a route is required besides. The defaults: the id
 /// from the only `{param}` of the first route (every route must have it), a
 /// 30 s timeout with ±10 % jitter (clients
 /// may ask for up to 30 s), `204 No Content` keepalives, 8 parked polls per
 /// id, 100,000 parked polls in all, no batching, `Retry-After` from 1 to 5 s,
 /// and at most 16 KiB of request body on a poll.
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct LongPollLayerBuilder {
-    hub: Option<Hub>,
+    hub: Hub,
     routes: Vec<Route>,
     client_id: Option<ClientId>,
     timeout: Duration,
@@ -88,10 +90,10 @@ pub struct LongPollLayerBuilder {
     max_request_body: usize,
 }
 
-impl Default for LongPollLayerBuilder {
-    fn default() -> Self {
+impl LongPollLayerBuilder {
+    fn new(hub: Hub) -> Self {
         LongPollLayerBuilder {
-            hub: None,
+            hub,
             routes: Vec::new(),
             client_id: None,
             timeout: Duration::from_secs(30),
@@ -108,13 +110,6 @@ impl Default for LongPollLayerBuilder {
 }
 
 impl LongPollLayerBuilder {
-    /// The hub whose events the polls wait for (default: a new in-memory hub,
-    /// reachable through [`LongPollLayer::hub`]).
-    pub fn hub(mut self, hub: Hub) -> Self {
-        self.hub = Some(hub);
-        self
-    }
-
     /// Adds a route pattern: `/` then segments, each a literal or a
     /// `{name}` matching one whole path segment. Repeatable.
     ///
@@ -245,10 +240,9 @@ impl LongPollLayerBuilder {
                 );
             }
         }
-        let hub = self.hub.unwrap_or_default();
         LongPollLayer {
             shared: Arc::new(Shared {
-                hub,
+                hub: self.hub,
                 routes: self.routes.into_boxed_slice(),
                 client_id,
                 timeout: self.timeout,
@@ -268,9 +262,20 @@ impl LongPollLayerBuilder {
 }
 
 impl LongPollLayer {
-    /// A builder for the layer.
-    pub fn builder() -> LongPollLayerBuilder {
-        LongPollLayerBuilder::default()
+    /// A builder for a layer whose polls wait on `hub`: publish through a
+    /// clone of the same hub to answer them.
+    ///
+    /// ```
+    /// use tower_longpoll::{Hub, LongPollLayer};
+    ///
+    /// let hub = Hub::new();
+    /// let layer = LongPollLayer::builder(hub.clone())
+    ///     .route("/poll/{client}")
+    ///     .build();
+    /// assert_eq!(layer.hub().stats().parked, 0);
+    /// ```
+    pub fn builder(hub: Hub) -> LongPollLayerBuilder {
+        LongPollLayerBuilder::new(hub)
     }
 
     /// The hub the layer's polls wait on.
@@ -323,7 +328,7 @@ mod tests {
 
     #[test]
     fn default_timeouts_spread_both_ways_and_requested_ones_only_shrink() {
-        let layer = LongPollLayer::builder()
+        let layer = LongPollLayer::builder(Hub::new())
             .route("/poll/{id}")
             .timeout(Duration::from_secs(10))
             .max_timeout(Duration::from_secs(20))
@@ -346,14 +351,16 @@ mod tests {
 
     #[test]
     fn the_only_param_is_the_default_client_id() {
-        let layer = LongPollLayer::builder().route("/poll/{who}").build();
+        let layer = LongPollLayer::builder(Hub::new())
+            .route("/poll/{who}")
+            .build();
         assert_eq!(layer.shared.client_id.path_param(), Some("who"));
     }
 
     #[test]
     #[should_panic(expected = "does not have")]
     fn a_path_id_must_be_in_every_route() {
-        LongPollLayer::builder()
+        LongPollLayer::builder(Hub::new())
             .route("/poll/{client}")
             .route("/other/{x}")
             .client_id(ClientId::path("client"))
@@ -363,6 +370,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "at least one route")]
     fn a_layer_needs_a_route() {
-        LongPollLayer::builder().build();
+        LongPollLayer::builder(Hub::new()).build();
     }
 }

@@ -16,8 +16,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let hub = Hub::new();
-//! let layer = LongPollLayer::builder()
-//!     .hub(hub.clone())
+//! let layer = LongPollLayer::builder(hub.clone())
 //!     .route("/poll/{client}")
 //!     .client_id(ClientId::path("client"))
 //!     .timeout(Duration::from_secs(30))

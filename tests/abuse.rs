@@ -1,15 +1,16 @@
 //! Slow and broken clients against the demo server, a real process: each
 //! gets a timeout or a `4xx`, and the other clients are unaffected.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::chaos::rss_of;
-use common::example::{Example, eventually_metric, metric};
-use common::{Conn, get, request, within};
 use http::StatusCode;
+use support::chaos::rss_of;
+use support::example::Example;
+use support::metrics::{eventually_metric, metric};
+use support::{Conn, get, request, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -3,17 +3,17 @@
 //! tampered, expired or missing token is refused. The demo's publish
 //! endpoint needs its token when one is set.
 
-mod common;
+mod support;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::example::Example;
-use common::{Conn, Reply, request};
 use hmac::{Hmac, Mac};
 use http::StatusCode;
 use sha2::Sha256;
+use support::example::Example;
+use support::{Conn, Reply, request};
 
 const SECRET: &str = "the-service-secret";
 

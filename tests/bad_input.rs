@@ -1,17 +1,16 @@
 //! Every bad input gets a clear answer; nothing is lost and nothing panics.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Conn, Reply, TestServer, get, request};
 use http::StatusCode;
+use support::{Conn, Reply, TestServer, get, request};
 use tower_longpoll::{ClientId, Event, Hub, InvalidId, LongPollLayer, PublishError};
 
 async fn server() -> TestServer {
     let hub = Hub::new();
-    let layer = LongPollLayer::builder()
-        .hub(hub.clone())
+    let layer = LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .timeout(Duration::from_millis(200))
         .batching(8)
@@ -93,8 +92,7 @@ async fn bad_ids_are_refused_with_400() {
 #[tokio::test]
 async fn a_missing_id_names_where_it_was_expected() {
     let hub = Hub::new();
-    let layer = LongPollLayer::builder()
-        .hub(hub.clone())
+    let layer = LongPollLayer::builder(hub.clone())
         .route("/events")
         .client_id(ClientId::header("x-client"))
         .timeout(Duration::from_millis(100))

@@ -15,7 +15,7 @@
 //! Needs `/usr/bin/chromium` and node (`.ci/run` installs chromium); the
 //! test runs `npm ci` in `tests/browser` when playwright-core is missing.
 
-mod common;
+mod support;
 
 #[allow(dead_code)]
 #[path = "../examples/demo/app.rs"]
@@ -27,9 +27,9 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::example::Example;
-use common::{Conn, TestServer, listener_at};
 use http::StatusCode;
+use support::example::Example;
+use support::{Conn, TestServer, listener_at};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::Mutex;
@@ -180,7 +180,7 @@ async fn two_tabs_share_one_poll_and_recover_from_a_restart_of_the_demo() {
     ensure_tools().await;
     let demo = Example::start("demo", &[]).await;
     let addr = demo.addr;
-    let script = common::get(addr, "/longpoll.js").await;
+    let script = support::get(addr, "/longpoll.js").await;
     assert_eq!(script.status, StatusCode::OK);
     assert_eq!(
         script.header("content-type"),
@@ -221,7 +221,7 @@ async fn events_published_while_the_server_is_down_reach_both_tabs() {
         let hub = Hub::builder().shared_store(Arc::clone(&store)).build();
         TestServer::serve_on(listener, demo_app::router(hub.clone(), &options), hub)
     };
-    let server = serve(common::listener()).await;
+    let server = serve(support::listener()).await;
     let addr = server.addr;
     let client = "e2e-keep";
     let screenshot = target_dir().join("demo.png");

@@ -3,7 +3,7 @@
 
 #![cfg(feature = "client")]
 
-mod common;
+mod support;
 
 #[allow(dead_code)]
 #[path = "../examples/demo/app.rs"]
@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use common::{Conn, TestServer, eventually, listener_at, within};
 use futures_util::StreamExt;
 use http::{HeaderName, HeaderValue, StatusCode};
+use support::{Conn, TestServer, eventually, listener_at, within};
 use tokio::net::TcpListener;
 use tower_longpoll::client::{ErrorKind, LongPollClient, ReceivedEvent};
 use tower_longpoll::store::{MemoryStore, Store};
@@ -33,7 +33,7 @@ async fn demo_on(
 
 async fn demo(options: demo_app::Options) -> TestServer {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    demo_on(common::listener(), &store, &options).await
+    demo_on(support::listener(), &store, &options).await
 }
 
 fn text_event(text: &str) -> Event {
@@ -120,7 +120,7 @@ async fn keepalives_are_polled_through() {
 #[tokio::test]
 async fn gaps_are_surfaced() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::builder().capacity(2).build());
-    let server = demo_on(common::listener(), &store, &demo_app::Options::default()).await;
+    let server = demo_on(support::listener(), &store, &demo_app::Options::default()).await;
     let first = server.hub.publish("carol", text_event("1")).await.unwrap();
     for n in 2..=5 {
         server
@@ -191,7 +191,7 @@ async fn a_server_restart_loses_nothing() {
         retry_after: Duration::from_secs(1),
         ..demo_app::Options::default()
     };
-    let server = demo_on(common::listener(), &store, &options).await;
+    let server = demo_on(support::listener(), &store, &options).await;
     let addr = server.addr;
     server.hub.publish("erin", text_event("1")).await.unwrap();
     let mut client = LongPollClient::builder(format!("http://{addr}/poll/erin"))
@@ -293,13 +293,11 @@ async fn refusals_that_retrying_cannot_cure_end_the_stream() {
 #[tokio::test]
 async fn the_urls_query_and_the_clients_headers_go_with_every_poll() {
     let hub = Hub::new();
-    let by_query = LongPollLayer::builder()
-        .hub(hub.clone())
+    let by_query = LongPollLayer::builder(hub.clone())
         .route("/by-query")
         .client_id(ClientId::query("user"))
         .build();
-    let by_header = LongPollLayer::builder()
-        .hub(hub.clone())
+    let by_header = LongPollLayer::builder(hub.clone())
         .route("/by-header")
         .client_id(ClientId::header("x-user"))
         .build();

@@ -1,16 +1,15 @@
 //! Clients that go away: the waiter leaves at once and nothing is consumed.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{Conn, PATIENCE, TestServer, eventually, get, within};
 use http::StatusCode;
+use support::{Conn, PATIENCE, TestServer, eventually, get, within};
 use tower_longpoll::{Event, Hub, LongPollLayer};
 
 fn layer(hub: &Hub) -> LongPollLayer {
-    LongPollLayer::builder()
-        .hub(hub.clone())
+    LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .timeout(Duration::from_secs(30))
         .build()

@@ -1,19 +1,18 @@
 //! An event that carries its own status and headers: a poll answered with it
 //! alone gets them, the layer keeping its own headers and the framing.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Conn, TestServer};
 use http::{HeaderMap, HeaderValue, StatusCode};
+use support::{Conn, TestServer};
 use tower_longpoll::{Event, Hub, LongPollLayer};
 
 #[tokio::test]
 async fn a_parked_poll_gets_the_events_status_and_headers() {
     let hub = Hub::new();
-    let layer = LongPollLayer::builder()
-        .hub(hub.clone())
+    let layer = LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .timeout(Duration::from_secs(20))
         .build();

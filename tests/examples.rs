@@ -1,17 +1,18 @@
 //! Each example runs: the real binaries (built by `cargo test`), started on
 //! a free port, driven over sockets, stopped with SIGTERM by their PID.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::example::{Example, eventually_metric, metric};
-use common::{Conn, get, within};
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::example::Example;
+use support::metrics::{eventually_metric, metric};
+use support::{Conn, get, within};
 
 /// Parks a poll, publishes with `POST publish_path`, and checks the event.
 async fn poll_then_publish(addr: SocketAddr, publish_path: &str) -> String {

@@ -2,7 +2,7 @@
 //! as proptests, so that the suite holds their promises too: the same checks
 //! (tests/support/parse_checks.rs) on arbitrary and near-valid input, and
 //! every file of their seed corpus (regressions included) replayed.
-//! The gateway's parsers have theirs in src/bin/longpoll-gateway/parse_checks.rs.
+//! The gateway's parsers have theirs in longpoll-gateway/src/parse_checks.rs.
 
 #[path = "support/parse_checks.rs"]
 mod parse_checks;

@@ -1,18 +1,17 @@
 //! Park, event, log and cursor, delivery position, pass-through: over real
 //! sockets to a real axum server.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Conn, TestServer, eventually, get, request, within};
 use http::StatusCode;
+use support::{Conn, TestServer, eventually, get, request, within};
 use tower_longpoll::{Cursor, Event, Hub, LongPollLayer, store::MemoryStore};
 
 fn layer(hub: &Hub) -> LongPollLayer {
-    LongPollLayer::builder()
-        .hub(hub.clone())
+    LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .timeout(Duration::from_secs(20))
         .batching(16)
@@ -132,8 +131,7 @@ async fn every_tab_of_an_id_gets_the_event_up_to_the_per_id_limit() {
 #[tokio::test]
 async fn the_global_limit_answers_503_with_retry_after() {
     let hub = Hub::new();
-    let layer = LongPollLayer::builder()
-        .hub(hub.clone())
+    let layer = LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .max_parked(3)
         .build();
@@ -342,8 +340,7 @@ async fn batches_come_as_multipart_when_asked_for() {
 #[tokio::test]
 async fn batches_are_capped_by_the_layer() {
     let hub = Hub::new();
-    let layer = LongPollLayer::builder()
-        .hub(hub.clone())
+    let layer = LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .batching(2)
         .build();
@@ -416,8 +413,7 @@ async fn polls_and_other_requests_share_a_keep_alive_connection() {
 #[tokio::test]
 async fn stats_count_what_happened() {
     let hub = Hub::new();
-    let layer = LongPollLayer::builder()
-        .hub(hub.clone())
+    let layer = LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .timeout(Duration::from_millis(50))
         .jitter(0.0)
@@ -508,8 +504,7 @@ async fn an_empty_event_is_delivered_once_to_a_client_without_cursor() {
 #[tokio::test]
 async fn a_zero_timeout_only_reads_and_never_takes_a_parking_slot() {
     let hub = Hub::new();
-    let layer = LongPollLayer::builder()
-        .hub(hub.clone())
+    let layer = LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .max_per_id(1)
         .build();

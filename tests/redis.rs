@@ -6,16 +6,17 @@
 
 #![cfg(feature = "redis")]
 
-mod common;
+mod support;
 
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::example::{Example, eventually_metric, example_path};
-use common::{Conn, PATIENCE, TestServer, eventually, get, within};
 use http::StatusCode;
+use support::example::{Example, example_path};
+use support::metrics::eventually_metric;
+use support::{Conn, PATIENCE, TestServer, eventually, get, within};
 use tower_longpoll::store::{RedisStore, Store, StoreError};
 use tower_longpoll::{Cursor, Event, Hub, LongPollLayer, PublishError};
 
@@ -48,8 +49,7 @@ impl Node {
     async fn start(url: &str, prefix: &str, timeout: Duration) -> Node {
         let store = store(url, prefix).await;
         let hub = Hub::builder().store(store.clone()).build();
-        let layer = LongPollLayer::builder()
-            .hub(hub)
+        let layer = LongPollLayer::builder(hub)
             .route("/poll/{client}")
             .timeout(timeout)
             .jitter(0.0)

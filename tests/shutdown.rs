@@ -1,17 +1,16 @@
 //! Shutdown: every parked poll is answered at once, and so is every new one.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{Conn, TestServer, eventually, get, within};
 use http::StatusCode;
+use support::{Conn, TestServer, eventually, get, within};
 use tokio_util::sync::CancellationToken;
 use tower_longpoll::{Event, Hub, LongPollLayer};
 
 fn layer(hub: &Hub) -> LongPollLayer {
-    LongPollLayer::builder()
-        .hub(hub.clone())
+    LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .timeout(Duration::from_secs(60))
         .retry_after(Duration::from_secs(10))

@@ -1,17 +1,16 @@
 //! Keepalives: when they come, what they carry, how clients resume from them.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Conn, TestServer, get, request};
 use http::StatusCode;
+use support::{Conn, TestServer, get, request};
 use tower_longpoll::{Event, Hub, KeepAlive, LongPollLayer};
 
 fn layer(hub: &Hub, timeout: Duration, jitter: f64) -> LongPollLayer {
-    LongPollLayer::builder()
-        .hub(hub.clone())
+    LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .timeout(timeout)
         .jitter(jitter)
@@ -75,8 +74,7 @@ async fn the_keepalive_etag_is_the_clients_cursor() {
 #[tokio::test]
 async fn clients_may_ask_for_a_shorter_wait_but_not_a_longer_one() {
     let hub = Hub::new();
-    let layer = LongPollLayer::builder()
-        .hub(hub.clone())
+    let layer = LongPollLayer::builder(hub.clone())
         .route("/poll/{client}")
         .timeout(Duration::from_secs(20))
         .max_timeout(Duration::from_millis(400))
@@ -121,14 +119,12 @@ async fn an_event_arriving_before_the_timeout_wins() {
 #[tokio::test]
 async fn keepalives_can_be_text_or_any_response() {
     let hub = Hub::new();
-    let text = LongPollLayer::builder()
-        .hub(hub.clone())
+    let text = LongPollLayer::builder(hub.clone())
         .route("/text/{client}")
         .timeout(Duration::from_millis(30))
         .keepalive(KeepAlive::text("no news\n"))
         .build();
-    let nchan_like = LongPollLayer::builder()
-        .hub(hub.clone())
+    let nchan_like = LongPollLayer::builder(hub.clone())
         .route("/nchan/{client}")
         .timeout(Duration::from_millis(30))
         .keepalive(KeepAlive::response(
@@ -140,7 +136,7 @@ async fn keepalives_can_be_text_or_any_response() {
                 .unwrap(),
         ))
         .build();
-    let router = common::app().layer(text).layer(nchan_like);
+    let router = support::app().layer(text).layer(nchan_like);
     let server = TestServer::serve(router, hub).await;
 
     let reply = get(server.addr, "/text/eve").await;

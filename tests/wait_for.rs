@@ -2,7 +2,7 @@
 //! two ids ends with the first event of either, and a client that goes away
 //! takes its waiters with it and consumes nothing.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::{Conn, TestServer, eventually, get as get_path};
+use support::{Conn, TestServer, eventually, get as get_path};
 use tower_longpoll::store::ReadFrom;
 use tower_longpoll::{Event, Hub, WaitLimits};
 

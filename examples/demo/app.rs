@@ -71,8 +71,7 @@ pub fn router(hub: Hub, options: &Options) -> Router {
 
 /// The long-poll layer of the app.
 pub fn longpoll(hub: Hub, options: &Options) -> LongPollLayer {
-    LongPollLayer::builder()
-        .hub(hub)
+    LongPollLayer::builder(hub)
         .route("/poll/{client}")
         .timeout(options.timeout)
         .max_per_id(options.max_per_id)

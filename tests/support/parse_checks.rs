@@ -189,8 +189,7 @@ async fn layer(setup: u8) -> (LongPollLayer, Hub) {
             .await
             .expect("publishing to the fresh hub");
     }
-    let builder = LongPollLayer::builder()
-        .hub(hub.clone())
+    let builder = LongPollLayer::builder(hub.clone())
         .timeout(Duration::ZERO)
         .max_timeout(Duration::ZERO)
         .batching(8)

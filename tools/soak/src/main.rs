@@ -6,16 +6,12 @@
 //! parked at the end, or if memory grew by more than 10 % between the
 //! first and the last fifth of the run (after a warm-up).
 
-#[path = "../../../tests/common/chaos.rs"]
-mod chaos;
-#[path = "../../../tests/common/conn.rs"]
-mod conn;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use longpoll_test_support::{chaos, conn};
 use plotters::prelude::*;
 
 const EVENTS: u32 = 6;

@@ -4,37 +4,27 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE,
-};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, UPGRADE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::{Map, Value};
+use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
 use crate::grip::{self, GRIP_LAST, GRIP_SIG, Instruction};
 use crate::headers::{remove_grip, remove_hop_by_hop};
 use crate::hold::{self, Outcome};
-use crate::jwt;
+use crate::reply::{BoxError, ProxyBody, empty, full, text};
+use crate::server::ClientInfo;
 use crate::state::{State, add};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Every body the gateway sends or forwards.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+use crate::upstream::Failure;
 
 /// A request body up to this size is kept, so that the request can be sent
 /// again with `Grip-Last`; a larger one is streamed and never retried.
@@ -44,97 +34,9 @@ const REPLAYABLE_BODY: u64 = 64 * 1024;
 const MAX_INSTRUCTION_BODY: usize = 1024 * 1024;
 /// Rounds of `prev-id` → `Grip-Last` retries before a hold just waits.
 const MAX_RETRIES: usize = 3;
-/// How long a Grip-Sig is valid.
-const SIG_TTL: u64 = 600;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-/// Who is on the other end of a client connection; set by the server on
-/// every request.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientInfo {
-    pub addr: SocketAddr,
-    pub tls: bool,
-}
-
-/// The upstream: where, how to reach it, and how to sign for it.
-pub struct Upstream {
-    client: Client<HttpConnector, ProxyBody>,
-    base: Uri,
-    sig_key: Vec<u8>,
-    sig_iss: String,
-    timeout: Duration,
-}
-
-impl Upstream {
-    pub fn new(
-        base: Uri,
-        sig_key: Vec<u8>,
-        sig_iss: String,
-        connect_timeout: Duration,
-        timeout: Duration,
-    ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Upstream {
-            client,
-            base,
-            sig_key,
-            sig_iss,
-            timeout,
-        }
-    }
-
-    /// The upstream URL for a client's path and query (or for a link the
-    /// upstream gave, relative or absolute).
-    pub fn url_for(&self, target: &str) -> Result<Uri, http::Error> {
-        if let Ok(uri) = target.parse::<Uri>() {
-            if uri.scheme().is_some() {
-                return Ok(uri);
-            }
-        }
-        let prefix = self.base.path().trim_end_matches('/');
-        let path = if target.starts_with('/') {
-            format!("{prefix}{target}")
-        } else {
-            format!("{prefix}/{target}")
-        };
-        let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = Some(PathAndQuery::try_from(path)?);
-        Ok(Uri::from_parts(parts)?)
-    }
-
-    /// A fresh `Grip-Sig`: HS256, `iss`, and an `exp` a few minutes ahead.
-    pub fn grip_sig(&self) -> HeaderValue {
-        let mut claims = Map::new();
-        claims.insert("iss".into(), Value::from(self.sig_iss.as_str()));
-        claims.insert("exp".into(), Value::from(jwt::now() + SIG_TTL));
-        HeaderValue::try_from(jwt::sign(&claims, &self.sig_key)).expect("a JWT is ASCII")
-    }
-
-    /// Sends a request; the upstream has `timeout` to answer with its head.
-    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, Failure> {
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(Failure::Unreachable(err.to_string())),
-            Err(_) => Err(Failure::TooSlow),
-        }
-    }
-}
-
-/// Why the upstream gave no response.
-#[derive(Debug)]
-pub enum Failure {
-    Unreachable(String),
-    TooSlow,
-}
 
 /// The service behind the layer: forwards every request it gets.
 #[derive(Clone)]
@@ -425,81 +327,4 @@ fn tunnel(
     let (mut head, _) = response.into_parts();
     remove_grip(&mut head.headers);
     Response::from_parts(head, empty())
-}
-
-pub fn empty() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-pub fn full(bytes: Bytes) -> ProxyBody {
-    Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-/// A short plain-text answer of the gateway's own.
-pub fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(full(Bytes::from(format!("{message}\n"))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// `503` with a `Retry-After` spread from 1 to 5 s, so that shed clients do
-/// not all come back in the same second.
-pub fn unavailable(message: &str) -> Response<ProxyBody> {
-    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, message);
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(fastrand::u64(1..=5)));
-    response
-}
-
-/// `401` asking for a bearer token.
-pub fn unauthorized(message: &str) -> Response<ProxyBody> {
-    let mut response = text(StatusCode::UNAUTHORIZED, message);
-    response
-        .headers_mut()
-        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn upstream(base: &str) -> Upstream {
-        Upstream::new(
-            base.parse().unwrap(),
-            b"key".to_vec(),
-            "me".into(),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        )
-    }
-
-    #[tokio::test]
-    async fn urls_keep_the_prefix_and_take_absolute_links() {
-        let up = upstream("http://127.0.0.1:9/api/");
-        assert_eq!(
-            up.url_for("/a?b=1").unwrap(),
-            "http://127.0.0.1:9/api/a?b=1"
-        );
-        assert_eq!(up.url_for("gone").unwrap(), "http://127.0.0.1:9/api/gone");
-        assert_eq!(up.url_for("http://other:1/x").unwrap(), "http://other:1/x");
-        let bare = upstream("http://127.0.0.1:9");
-        assert_eq!(bare.url_for("/a").unwrap(), "http://127.0.0.1:9/a");
-    }
-
-    #[tokio::test]
-    async fn grip_sig_verifies_with_the_key() {
-        let up = upstream("http://127.0.0.1:9");
-        let sig = up.grip_sig();
-        let claims = jwt::verify(sig.to_str().unwrap(), b"key", jwt::now()).unwrap();
-        assert_eq!(claims["iss"], "me");
-        assert!(claims["exp"].as_u64().unwrap() > jwt::now());
-    }
 }

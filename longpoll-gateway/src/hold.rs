@@ -16,7 +16,7 @@ use tower_longpoll::store::{ReadFrom, StoreError, StoreFuture};
 use tower_longpoll::{Cursor, Hub, StoredEvent, WaitError, WaitLimits};
 
 use crate::grip::{Hold, Whole};
-use crate::proxy::{BoxError, ProxyBody, full, text, unavailable};
+use crate::reply::{BoxError, ProxyBody, full, text, unavailable};
 use crate::state::{State, add};
 
 /// How a hold ended.
@@ -242,7 +242,7 @@ impl Drop for Held {
                     return;
                 }
             };
-            let mut request = http::Request::new(crate::proxy::empty());
+            let mut request = http::Request::new(crate::reply::empty());
             *request.method_mut() = http::Method::POST;
             *request.uri_mut() = uri;
             request

@@ -6,19 +6,15 @@
 //! `.ci/run` installs `gripcontrol`; when the running `python3` cannot
 //! import it, this test makes a venv under `target/` and installs it there.
 
-#![cfg(feature = "gateway")]
-
-mod common;
-#[path = "support/gateway.rs"]
-mod gateway_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use common::{Conn, get, within};
-use gateway_support::Gateway;
 use http::StatusCode;
+use support::Gateway;
+use support::{Conn, get, within};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// The version `.ci/run` installs too.

@@ -1,42 +1,26 @@
-//! Shared test support: a real axum server on 127.0.0.1:0 with the layer,
-//! and a small HTTP/1.1 client over raw sockets, so that tests control FIN
-//! and RST exactly.
+//! The library's test support: a real axum server on 127.0.0.1:0 with the
+//! layer in front of a small app, on top of what every crate of the
+//! workspace shares (`longpoll-test-support`: the raw HTTP/1.1 client, child
+//! processes, metric readers, the chaos workload).
 
 #![allow(dead_code)]
 
-pub mod chaos;
-pub mod conn;
-pub mod example;
-pub mod process;
-
 #[allow(unused_imports)]
-pub use conn::{Conn, PATIENCE, Reply, get, request, within};
+pub use longpoll_test_support::{
+    Conn, PATIENCE, Reply, chaos, eventually, example, get, listener, listener_at, metrics,
+    process, request, within,
+};
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::routing;
 use bytes::Bytes;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_longpoll::{Hub, LongPollLayer};
-
-/// A listener with a backlog large enough for bursts of thousands of connects.
-pub fn listener() -> TcpListener {
-    listener_at("127.0.0.1:0".parse().unwrap())
-}
-
-/// A listener on `addr`: a port given back by a stopped server can be bound
-/// again at once (`SO_REUSEADDR`), to restart a server on the same port.
-pub fn listener_at(addr: SocketAddr) -> TcpListener {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_reuseaddr(true).unwrap();
-    socket.bind(addr).unwrap();
-    socket.listen(4096).unwrap()
-}
 
 /// An axum server with the layer in front of a small app.
 pub struct TestServer {
@@ -132,17 +116,5 @@ impl TestServer {
     pub fn begin_stop(self) -> JoinHandle<()> {
         self.stop.cancel();
         self.task
-    }
-}
-
-/// Waits for `condition` to hold, checking every millisecond, up to
-/// [`PATIENCE`]; panics naming `what` when it never does.
-pub async fn eventually(what: impl std::fmt::Display, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !condition() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("gave up waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

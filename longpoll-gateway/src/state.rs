@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use tower_longpoll::{Cursor, Hub};
 
 use crate::config::Config;
-use crate::proxy::Upstream;
+use crate::upstream::Upstream;
 
 pub struct State {
     pub config: Config,

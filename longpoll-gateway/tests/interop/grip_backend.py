@@ -1,5 +1,5 @@
 """A GRIP backend written with the PyPI package `gripcontrol`, for the
-gateway's interop test (tests/gateway_interop.rs).
+gateway's interop test (longpoll-gateway/tests/interop.rs).
 
 It checks Grip-Sig with gripcontrol's validate_sig, asks for holds with
 gripcontrol's header and JSON helpers, and publishes with GripPubControl,

@@ -2,8 +2,8 @@
 //! server whose poll and publish URLs fit a template.
 //!
 //! ```text
-//! cargo build --release --example loadgen
-//! loadgen --sub-url 'http://127.0.0.1:3000/poll/{id}' \
+//! cargo build --release -p longpoll-loadgen
+//! target/release/loadgen --sub-url 'http://127.0.0.1:3000/poll/{id}' \
 //!         --pub-url 'http://127.0.0.1:3000/publish/{id}' \
 //!         --cursor since --parked-url http://127.0.0.1:3000/metrics \
 //!         --parked-key longpoll_waiters --pid "$SERVER_PID" \

@@ -20,9 +20,17 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{ClientInfo, ProxyBody};
+use crate::reply::ProxyBody;
 
 /// How a connection's requests are answered.
+/// Who is on the other end of a client connection; set by the server on
+/// every request.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientInfo {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
 pub type Handler = Arc<
     dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>
         + Send

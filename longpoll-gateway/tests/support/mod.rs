@@ -1,24 +1,30 @@
-//! Running the real `longpoll-gateway` binary in tests: started on free
-//! ports, its addresses read from its first lines, stopped by its PID.
+//! The gateway's test support: the real `longpoll-gateway` binary started on
+//! free ports (its addresses read from its first lines, stopped by its PID),
+//! GRIP's JWTs, and a GRIP backend (`upstream`), on top of what every crate
+//! of the workspace shares (`longpoll-test-support`).
 
 #![allow(dead_code)]
 
+pub mod upstream;
+
+#[allow(unused_imports)]
+pub use longpoll_test_support::{
+    Conn, PATIENCE, Reply, chaos, eventually, get, listener, metrics, request, within,
+};
+
 use std::net::SocketAddr;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::process::{Command, ExitStatus};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
+use longpoll_test_support::metrics::{eventually_metric, read_metric};
+use longpoll_test_support::server::ServerProcess;
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-use crate::common::process::Process;
-use crate::common::{PATIENCE, get, within};
 
 /// A running gateway process.
 pub struct Gateway {
-    process: Process,
+    process: ServerProcess,
     /// The client listener.
     pub addr: SocketAddr,
     /// The publish listener (publish API, metrics, health).
@@ -51,39 +57,14 @@ impl Gateway {
                 command.env_remove(name);
             }
         }
-        let child = command
-            .args(base)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut process = Process::new(child, "the gateway");
-        let stdout = process.child_mut().stdout.take().unwrap();
-        let stdout = tokio::process::ChildStdout::from_std(stdout).unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let mut next = async || {
-            within("the gateway to start", lines.next_line())
-                .await
-                .unwrap()
-                .expect("a line from the gateway")
-        };
-        let first = next().await;
-        let addr = first
-            .strip_prefix("listening on http://")
-            .or_else(|| first.strip_prefix("listening on https://"))
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .unwrap();
-        let second = next().await;
-        let publish = second
-            .strip_prefix("publish API on http://")
-            .unwrap_or_else(|| panic!("unexpected second line {second:?}"))
-            .parse()
-            .unwrap();
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        command.args(base).args(args).envs(env.iter().copied());
+        let (process, addrs) = ServerProcess::spawn(
+            command,
+            "the gateway",
+            &["listening on ", "publish API on "],
+        )
+        .await;
+        let (addr, publish) = (addrs[0], addrs[1]);
         Gateway {
             process,
             addr,
@@ -93,32 +74,12 @@ impl Gateway {
 
     /// The value of a metric from `/metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
-        let reply = get(self.publish, "/metrics").await;
-        let text = reply.text();
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .unwrap_or_else(|| panic!("no metric {name} in {text}"))
-            .parse()
-            .unwrap()
+        read_metric(self.publish, name).await
     }
 
     /// Waits until the metric has this value.
     pub async fn metric_is(&self, name: &str, value: u64) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let now = self.metric(name).await;
-            if now == value {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} stayed {now}, expected {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually_metric(self.publish, name, value).await;
     }
 
     /// Waits until `n` GRIP holds are waiting.

@@ -69,7 +69,7 @@ impl Upstream {
             .route("/ws", get(ws))
             .route("/bad-grip", get(bad_grip))
             .with_state(Arc::clone(&seen));
-        let listener = crate::common::listener();
+        let listener = super::listener();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Upstream { addr, seen }

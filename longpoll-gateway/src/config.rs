@@ -247,8 +247,7 @@ impl Config {
         if self.routes.is_empty() {
             return None;
         }
-        let mut layer = LongPollLayer::builder()
-            .hub(hub)
+        let mut layer = LongPollLayer::builder(hub)
             .timeout(self.timeout)
             .max_per_id(self.max_per_id)
             .max_parked(self.max_waiters);

@@ -2,8 +2,6 @@
 //! every way, and publishers sending numbered sequences. Shared by the
 //! chaos test and the soak tool (tools/soak).
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +9,9 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use super::conn::Conn;
+use crate::conn::Conn;
+use crate::metrics::{eventually_metric, metric};
+use crate::request;
 
 /// What the clients did, for the report.
 #[derive(Default)]
@@ -139,4 +139,101 @@ pub async fn publish_all(addr: SocketAddr, ids: Arc<Vec<String>>, events: u32, r
     for publisher in publishers {
         publisher.await.unwrap();
     }
+}
+
+pub const CLIENTS: usize = 2_000;
+/// Events per id in each phase: a warm-up of the same size, then the measured one.
+pub const EVENTS: u32 = 6;
+const WARM_UP_EVENTS: u32 = EVENTS;
+/// One event for every id per round.
+const ROUND: Duration = Duration::from_millis(1_000);
+/// Every client must be done by then, per phase.
+const DEADLINE: Duration = Duration::from_secs(90);
+/// The server may hold this much more after the measured phase than after
+/// the warm-up (allocator slack), and no more.
+pub const RSS_SLACK: u64 = 32 << 20;
+
+/// Where polls go, where publishes go, and which process to measure.
+pub struct Target {
+    /// Where the clients poll.
+    pub polls: SocketAddr,
+    /// Where the events are published.
+    pub publishes: SocketAddr,
+    /// The server process, whose memory is read from /proc.
+    pub pid: u32,
+}
+
+/// One phase: every client of `prefix` gets `events` events, in order.
+async fn phase(target: &Target, prefix: &str, events: u32, label: &str) {
+    let tally = Arc::new(Tally::default());
+    let ids: Arc<Vec<String>> = Arc::new((0..CLIENTS).map(|n| format!("{prefix}{n}")).collect());
+    let clients: Vec<_> = ids
+        .iter()
+        .map(|id| tokio::spawn(client(target.polls, id.clone(), events, Arc::clone(&tally))))
+        .collect();
+    let publisher = tokio::spawn(publish_all(
+        target.publishes,
+        Arc::clone(&ids),
+        events,
+        ROUND,
+    ));
+    let results = tokio::time::timeout(DEADLINE, async {
+        publisher.await.unwrap();
+        let mut results = Vec::with_capacity(CLIENTS);
+        for client in clients {
+            results.push(client.await.unwrap());
+        }
+        results
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{label}: the clients did not all finish within {DEADLINE:?}"));
+    let expected: Vec<u32> = (0..events).collect();
+    for (id, received) in ids.iter().zip(&results) {
+        assert_eq!(
+            received, &expected,
+            "{label}: {id} got its events out of order, twice or not at all"
+        );
+    }
+    println!(
+        "{label}: {} polls, {} FIN, {} RST, {} RST mid-response, {} keepalives",
+        tally.polls.load(Ordering::Relaxed),
+        tally.fins.load(Ordering::Relaxed),
+        tally.resets.load(Ordering::Relaxed),
+        tally.mid_response_resets.load(Ordering::Relaxed),
+        tally.keepalives.load(Ordering::Relaxed),
+    );
+}
+
+/// A warm-up phase, then the measured one: every client gets every event of
+/// its id in order, none twice, no waiter is left parked (read from
+/// `GET /metrics` at `metrics`), and the server's RSS stays within
+/// [`RSS_SLACK`] (or a quarter) of where it stood after the warm-up.
+pub async fn run(target: Target, metrics: SocketAddr, label: &str) {
+    phase(
+        &target,
+        "warm-",
+        WARM_UP_EVENTS,
+        &format!("{label} warm-up"),
+    )
+    .await;
+    eventually_metric(metrics, "longpoll_waiters", 0).await;
+    let rss_warm = rss_of(target.pid);
+
+    phase(&target, "c", EVENTS, label).await;
+    eventually_metric(metrics, "longpoll_waiters", 0).await;
+    let rss_after = rss_of(target.pid);
+    let text = request(metrics, "GET", "/metrics", &[]).await;
+    println!(
+        "{label}: server RSS {} MiB after the warm-up, {} MiB after the measured phase; {} deliveries, {} cancellations",
+        rss_warm >> 20,
+        rss_after >> 20,
+        metric(text.text(), "longpoll_deliveries_total"),
+        metric(text.text(), "longpoll_cancellations_total"),
+    );
+    assert!(
+        rss_after <= rss_warm + RSS_SLACK.max(rss_warm / 4),
+        "{label}: the server grew from {} to {} MiB",
+        rss_warm >> 20,
+        rss_after >> 20
+    );
 }

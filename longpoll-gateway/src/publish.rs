@@ -15,7 +15,7 @@ use tower_longpoll::{Event, PublishError};
 
 use crate::items;
 use crate::jwt;
-use crate::proxy::{ProxyBody, full, text, unauthorized};
+use crate::reply::{ProxyBody, full, text, unauthorized};
 use crate::state::{State, add};
 
 /// The largest EPCP request body read.
@@ -216,11 +216,11 @@ fn failed(what: &str, err: PublishError) -> Response<ProxyBody> {
         | PublishError::InvalidStatus(_) => text(StatusCode::BAD_REQUEST, &message),
         PublishError::TooLarge { .. } => text(StatusCode::PAYLOAD_TOO_LARGE, &message),
         PublishError::Store(StoreError::Full { .. } | StoreError::TooManyIds { .. }) => {
-            crate::proxy::unavailable(&message)
+            crate::reply::unavailable(&message)
         }
         _ => {
             tracing::error!(error = %message, "publish failed");
-            crate::proxy::unavailable(&message)
+            crate::reply::unavailable(&message)
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
-use super::PATIENCE;
+use crate::PATIENCE;
 
 /// A running child process.
 pub struct Process {

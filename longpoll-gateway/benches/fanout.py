@@ -3,9 +3,9 @@ channel, one publish, how long until all N have their response, and the
 gateway's memory while they are held. Loopback only; bounded in count and
 time.
 
-    cargo build --release --features gateway --bin longpoll-gateway
-    python3 benches/gateway_fanout.py target/release/longpoll-gateway 5000
-    python3 benches/gateway_fanout.py target/release/longpoll-gateway 5000 route
+    cargo build --release -p longpoll-gateway
+    python3 longpoll-gateway/benches/fanout.py target/release/longpoll-gateway 5000
+    python3 longpoll-gateway/benches/fanout.py target/release/longpoll-gateway 5000 route
 
 It starts a minimal asyncio upstream that answers every request with a hold
 on channel `fan`, starts the gateway in front of it, opens N keep-alive

@@ -2,8 +2,6 @@
 //! RST exactly. Shared with the soak tool (tools/soak), so it depends on
 //! nothing but tokio, bytes, http, httparse and socket2.
 
-#![allow(dead_code)]
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;

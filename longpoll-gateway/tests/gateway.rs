@@ -1,25 +1,19 @@
 //! The `longpoll-gateway` binary, run for real in front of a real upstream
 //! on 127.0.0.1: proxying, GRIP holds, publishing, operations.
 
-#![cfg(feature = "gateway")]
-
-mod common;
-#[path = "support/gateway.rs"]
-mod gateway_support;
-#[path = "support/upstream.rs"]
-mod upstream;
+mod support;
 
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use common::{Conn, Reply, eventually, get, request, within};
-use gateway_support::{Gateway, jwt, now, verified_claims};
 use http::StatusCode;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::upstream::{BIG, Generated, Upstream, pattern};
+use support::{Conn, Reply, eventually, get, request, within};
+use support::{Gateway, jwt, now, verified_claims};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use upstream::{BIG, Generated, Upstream, pattern};
 
 const SIG_KEY: &[u8] = b"sig-secret";
 
@@ -156,7 +150,7 @@ async fn bodies_are_streamed_not_buffered() {
         client.send_request(
             http::Request::post("/first-chunk")
                 .header("host", "test")
-                .body(upstream::Channel(rx).boxed_unsync())
+                .body(support::upstream::Channel(rx).boxed_unsync())
                 .unwrap(),
         ),
     )

@@ -1,47 +1,37 @@
 //! `longpoll-gateway`: a reverse proxy that holds long-polls, compatible with
 //! GRIP (Pushpin's protocol), built on tower-longpoll's hub and layer.
 //!
-//! ```text
-//! longpoll-gateway --upstream http://127.0.0.1:8000 --sig-key secret \
-//!     --publish-key secret --route '/poll/{client}'
-//! ```
-//!
-//! See `docs/gateway.md` for the GRIP subset, the differences from Pushpin
-//! and how to migrate; `--help` for every setting.
+//! This library is the gateway itself; the `longpoll-gateway` binary parses
+//! its settings ([`Args`], [`Config::load`]) and calls [`run`]. See the
+//! crate's README for the GRIP subset, the differences from Pushpin and how
+//! to migrate; `longpoll-gateway --help` for every setting.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
-/// jemalloc keeps its bookkeeping out of the blocks it hands out, so the
-/// buffers hyper reserves for each held connection cost no resident memory
-/// until they are written (docs/benchmarks.md has the figures).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's options, read at its start: a background thread hands pages
-/// freed by closed connections back to the system within about 2 s, so RSS
-/// follows the connections held, also under churn.
-// SAFETY: jemalloc reads this NUL-terminated string once, at its start.
-#[allow(unsafe_code)]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0\0"[0];
-
-mod config;
-mod grip;
-mod headers;
+#[doc(hidden)]
+pub mod config;
+#[doc(hidden)]
+pub mod grip;
+#[doc(hidden)]
+pub mod headers;
 mod hold;
-mod items;
-mod jwt;
-#[cfg(test)]
-mod parse_checks;
+#[doc(hidden)]
+pub mod items;
+#[doc(hidden)]
+pub mod jwt;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod parse_checks;
 mod proxy;
 mod publish;
+mod reply;
 mod server;
 mod state;
+mod upstream;
 
-use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -51,54 +41,21 @@ use tower_longpoll::store::RedisStore;
 use tower_longpoll::{Hub, LongPoll};
 use tower_service::Service;
 
-use crate::config::{Args, Config, LogFormat};
-use crate::proxy::{Gateway, ProxyBody, Upstream};
+pub use crate::config::{Args, Config, LogFormat};
+use crate::proxy::Gateway;
+use crate::reply::ProxyBody;
 use crate::server::Handler;
 use crate::state::{Channels, Metrics, State};
+use crate::upstream::Upstream;
 
 /// Channels whose last published id is remembered for `prev-id` checks.
 const REMEMBERED_CHANNELS: usize = 1_000_000;
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-    }
-    let config = match Config::load(args) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("longpoll-gateway: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("longpoll-gateway: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("longpoll-gateway: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(config: Config) -> Result<(), String> {
+/// Runs the gateway with `config` until SIGINT or SIGTERM: binds its
+/// listeners, prints `listening on http(s)://ADDR` and `publish API on
+/// http://ADDR` on stdout, serves, and on a signal answers every held request
+/// before it returns. Must be called inside a multi-threaded tokio runtime.
+pub async fn run(config: Config) -> Result<(), String> {
     let tls = match &config.tls {
         Some((cert, key)) => Some(server::tls_acceptor(cert, key)?),
         None => None,
