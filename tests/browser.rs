@@ -12,6 +12,12 @@
 //!   shared store would in production): events published while the server
 //!   is down are all delivered, in order, with no gap.
 //!
+//! And across origins: the demo page served on one origin polls and
+//! publishes on the demo's API on another, which answers CORS for it, with
+//! the API's cookie (`credentials: 'include'`); the API restarts on its
+//! store (the page resumes by its cursor) and on a new one (the page reads
+//! `Longpoll-Gap`).
+//!
 //! Needs `/usr/bin/chromium` and node (`.ci/run` installs chromium); the
 //! test runs `npm ci` in `tests/browser` when playwright-core is missing.
 
@@ -84,7 +90,9 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(base: &str, client: &str, mode: &str, screenshot: Option<&Path>) -> Driver {
+    /// `extra`: the screenshot's path (modes demo and keep), the API's base
+    /// URL (mode cors).
+    fn start(base: &str, client: &str, mode: &str, extra: Option<&str>) -> Driver {
         let mut command = Command::new("node");
         command
             .arg("e2e.mjs")
@@ -93,8 +101,8 @@ impl Driver {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some(path) = screenshot {
-            command.arg(path);
+        if let Some(extra) = extra {
+            command.arg(extra);
         }
         let mut child = command.spawn().expect("node runs");
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -186,7 +194,7 @@ async fn two_tabs_share_one_poll_and_recover_from_a_restart_of_the_demo() {
         script.header("content-type"),
         Some("text/javascript; charset=utf-8")
     );
-    assert_eq!(script.text(), demo_app::LONGPOLL_JS);
+    assert_eq!(script.text(), tower_longpoll::browser::LONGPOLL_JS);
     let client = "e2e-demo";
     let mut driver = Driver::start(&format!("http://{addr}"), client, "demo", None);
 
@@ -225,7 +233,12 @@ async fn events_published_while_the_server_is_down_reach_both_tabs() {
     let addr = server.addr;
     let client = "e2e-keep";
     let screenshot = target_dir().join("demo.png");
-    let mut driver = Driver::start(&format!("http://{addr}"), client, "keep", Some(&screenshot));
+    let mut driver = Driver::start(
+        &format!("http://{addr}"),
+        client,
+        "keep",
+        screenshot.to_str(),
+    );
 
     driver.expect("restart").await;
     server.hub.shutdown();
@@ -253,6 +266,80 @@ async fn events_published_while_the_server_is_down_reach_both_tabs() {
     server.hub.shutdown();
     server.stop().await.expect("the server stops");
     keep_screenshot(&screenshot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_origin_polls_through_cors_and_resumes_after_restarts() {
+    let _browser = BROWSER.lock().await;
+    ensure_tools().await;
+    // The page's server: the demo's app, with nothing to do with the API.
+    let page_hub = Hub::new();
+    let page = TestServer::serve(
+        demo_app::router(page_hub.clone(), &demo_app::Options::default()),
+        page_hub,
+    )
+    .await;
+    let page_origin = format!("http://{}", page.addr);
+    // The API: the demo's app on another port (another origin), allowing
+    // the page's origin, on a store that outlives the first restart.
+    let options = demo_app::Options {
+        retry_after: Duration::from_secs(1),
+        allow_origins: vec![demo_app::parse_origin(&page_origin).unwrap()],
+        ..demo_app::Options::default()
+    };
+    let serve = |listener: tokio::net::TcpListener, store: &Arc<dyn Store>| {
+        let hub = Hub::builder().shared_store(Arc::clone(store)).build();
+        TestServer::serve_on(listener, demo_app::router(hub.clone(), &options), hub)
+    };
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let api = serve(support::listener(), &store).await;
+    let addr = api.addr;
+    let client = "e2e-cors";
+    let api_base = format!("http://{addr}");
+    let mut driver = Driver::start(&page_origin, client, "cors", Some(&api_base));
+
+    // A restart on the same store: the page resumes from its cursor.
+    driver.expect("restart").await;
+    api.hub.shutdown();
+    api.stop().await.expect("the API stops");
+    let meanwhile = [
+        "published while the API was down (1)",
+        "published while the API was down (2)",
+    ];
+    let offline = Hub::builder().shared_store(Arc::clone(&store)).build();
+    for text in meanwhile {
+        offline
+            .publish(
+                client,
+                tower_longpoll::Event::new(text).content_type("text/plain"),
+            )
+            .await
+            .unwrap();
+    }
+    let api = serve(listener_at(addr), &store).await;
+    driver.say(&go(&meanwhile, false)).await;
+
+    // A restart on a new store: the page's cursor names a log that is gone.
+    driver.expect("restart").await;
+    api.hub.shutdown();
+    api.stop().await.expect("the API stops");
+    let fresh: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let api = serve(listener_at(addr), &fresh).await;
+    api.hub
+        .publish(
+            client,
+            tower_longpoll::Event::new("after a fresh start").content_type("text/plain"),
+        )
+        .await
+        .unwrap();
+    driver.say(&go(&["after a fresh start"], true)).await;
+
+    let status = driver.finish().await;
+    assert!(status.success(), "the browser script failed: {status}");
+    api.hub.shutdown();
+    api.stop().await.expect("the API stops");
+    page.hub.shutdown();
+    page.stop().await.expect("the page's server stops");
 }
 
 /// Where test output goes: target/browser.
