@@ -44,7 +44,9 @@ fn args() -> Args {
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = args.next().unwrap_or_else(|| panic!("{arg} needs a value; {usage}"));
+        let value = args
+            .next()
+            .unwrap_or_else(|| panic!("{arg} needs a value; {usage}"));
         match arg.as_str() {
             "--listen" => parsed.listen = value.parse().expect("--listen ADDR"),
             "--publish-listen" => {
@@ -122,7 +124,12 @@ async fn publish(
     match hub.publish(&client, event).await {
         Ok(cursor) => {
             let etag = HeaderValue::try_from(format!("\"{cursor}\"")).expect("cursors are ASCII");
-            (StatusCode::ACCEPTED, [(header::ETAG, etag)], format!("{cursor}\n")).into_response()
+            (
+                StatusCode::ACCEPTED,
+                [(header::ETAG, etag)],
+                format!("{cursor}\n"),
+            )
+                .into_response()
         }
         Err(err) => (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response(),
     }

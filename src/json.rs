@@ -101,7 +101,10 @@ mod tests {
             Cursor::new(1, 2)
         );
         let err = serde_json::from_str::<Cursor>(r#""00ff-1""#).unwrap_err();
-        assert!(err.to_string().contains("the epoch must be 16 hex digits"), "{err}");
+        assert!(
+            err.to_string().contains("the epoch must be 16 hex digits"),
+            "{err}"
+        );
         let err = serde_json::from_str::<Cursor>("42").unwrap_err();
         assert!(err.to_string().contains("a cursor"), "{err}");
     }

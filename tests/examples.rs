@@ -220,7 +220,15 @@ async fn python_upstream(dir: &std::path::Path) -> (support::process::Process, S
     use tokio::io::AsyncBufReadExt;
 
     let child = std::process::Command::new("python3")
-        .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
         .arg(dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -274,7 +282,9 @@ async fn the_proxy_example_holds_polls_and_proxies_the_rest_to_a_real_upstream()
     assert_eq!(file.status, StatusCode::OK);
     assert_eq!(file.text(), "hello from upstream\n");
     assert!(
-        file.header("server").unwrap_or_default().contains("SimpleHTTP"),
+        file.header("server")
+            .unwrap_or_default()
+            .contains("SimpleHTTP"),
         "{:?}",
         file.headers
     );
@@ -301,14 +311,26 @@ async fn the_proxy_example_holds_polls_and_proxies_the_rest_to_a_real_upstream()
         )
         .await;
     let published = publish.response(false).await;
-    assert_eq!(published.status, StatusCode::ACCEPTED, "{}", published.text());
+    assert_eq!(
+        published.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        published.text()
+    );
     let reply = poll.response(false).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.text(), "hello alice");
     assert_eq!(reply.header("content-type"), Some("text/plain"));
     assert_eq!(reply.cursor(), published.cursor());
-    assert!(reply.header("server").is_none(), "the upstream never saw it");
-    let keepalive = get(addr, &format!("/poll/alice?timeout=0&since={}", reply.cursor())).await;
+    assert!(
+        reply.header("server").is_none(),
+        "the upstream never saw it"
+    );
+    let keepalive = get(
+        addr,
+        &format!("/poll/alice?timeout=0&since={}", reply.cursor()),
+    )
+    .await;
     assert_eq!(keepalive.status, StatusCode::NO_CONTENT);
     assert_eq!(keepalive.cursor(), reply.cursor());
     // Publishing is not proxied, nor open on the public address.
@@ -368,9 +390,19 @@ async fn the_stack_example_polls_through_trace_cors_compression_auth_and_timeout
         )
         .await;
     let published = publish.response(false).await;
-    assert_eq!(published.status, StatusCode::ACCEPTED, "{}", published.text());
+    assert_eq!(
+        published.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        published.text()
+    );
     let event = support::request(addr, "GET", "/poll/alice", &alice).await;
-    assert_eq!(event.status, StatusCode::OK, "{}", String::from_utf8_lossy(&event.body));
+    assert_eq!(
+        event.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&event.body)
+    );
     assert_eq!(event.header("content-type"), Some("application/json"));
     assert_eq!(event.header("content-encoding"), Some("gzip"));
     assert_eq!(event.header("access-control-allow-origin"), Some(page));
@@ -380,8 +412,11 @@ async fn the_stack_example_polls_through_trace_cors_compression_auth_and_timeout
             .is_some_and(|exposed| exposed.contains("etag") && exposed.contains("longpoll-gap"))
     );
     let mut json = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&event.body[..]), &mut json)
-        .unwrap();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&event.body[..]),
+        &mut json,
+    )
+    .unwrap();
     let message: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(message["from"], "bob");
     assert_eq!(message["text"], text);
@@ -457,14 +492,12 @@ async fn the_demo_answers_cors_for_the_origins_it_is_given() {
         )
         .await;
         assert_eq!(preflight.status, StatusCode::OK, "{origin}");
-        assert_eq!(preflight.header("access-control-allow-origin"), Some(origin));
-        let poll = support::request(
-            addr,
-            "GET",
-            "/poll/alice?timeout=0",
-            &[("origin", origin)],
-        )
-        .await;
+        assert_eq!(
+            preflight.header("access-control-allow-origin"),
+            Some(origin)
+        );
+        let poll =
+            support::request(addr, "GET", "/poll/alice?timeout=0", &[("origin", origin)]).await;
         assert_eq!(poll.status, StatusCode::NO_CONTENT);
         assert_eq!(poll.header("access-control-allow-origin"), Some(origin));
         assert!(
@@ -492,7 +525,12 @@ async fn the_demo_answers_cors_for_the_origins_it_is_given() {
 
     // An origin that is not one is refused at start.
     let refused = std::process::Command::new(support::example::example_path("demo"))
-        .args(["--listen", "127.0.0.1:0", "--allow-origin", "http://page.example/"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-origin",
+            "http://page.example/",
+        ])
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));

@@ -143,7 +143,9 @@ pub fn parse_origin(text: &str) -> Result<HeaderValue, String> {
         return Ok(HeaderValue::from_static("*"));
     }
     let Some((scheme, host)) = text.split_once("://") else {
-        return Err(format!("{text:?} is not an origin: expected scheme://host[:port] or *"));
+        return Err(format!(
+            "{text:?} is not an origin: expected scheme://host[:port] or *"
+        ));
     };
     let valid_scheme = !scheme.is_empty()
         && scheme

@@ -49,8 +49,8 @@ pub struct PollAwareOnResponse;
 
 impl<B> OnResponse<B> for PollAwareOnResponse {
     fn on_response(self, response: &Response<B>, latency: Duration, span: &Span) {
-        let keepalive =
-            response.status() == StatusCode::NO_CONTENT && response.headers().contains_key(header::ETAG);
+        let keepalive = response.status() == StatusCode::NO_CONTENT
+            && response.headers().contains_key(header::ETAG);
         if keepalive {
             tracing::debug!(
                 parent: span,

@@ -166,7 +166,11 @@ async fn publish(
 ) -> Response {
     let message = Message {
         from: from.to_string(),
-        text: text.get("text").and_then(|t| t.as_str()).unwrap_or_default().to_owned(),
+        text: text
+            .get("text")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned(),
     };
     let event = Event::json(&message).expect("a message is JSON");
     match hub.publish(&to, event).await {

@@ -7,8 +7,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{
-    ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
-    X_CONTENT_TYPE_OPTIONS,
+    ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -128,9 +127,9 @@ fn names_this_version(value: &HeaderValue) -> bool {
         return false;
     };
     let ours = &ETAG_BYTES[..];
-    list.split(',').map(str::trim).any(|tag| {
-        tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours
-    })
+    list.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
 }
 
 impl<B> Service<Request<B>> for LongPollJs {
@@ -243,7 +242,10 @@ mod tests {
 
         let head = call(Method::HEAD, None).await;
         assert_eq!(head.status(), StatusCode::OK);
-        assert_eq!(head.headers()[CONTENT_LENGTH], LONGPOLL_JS.len().to_string());
+        assert_eq!(
+            head.headers()[CONTENT_LENGTH],
+            LONGPOLL_JS.len().to_string()
+        );
         assert!(head.body().is_end_stream());
     }
 
@@ -251,7 +253,11 @@ mod tests {
     async fn other_methods_are_not_allowed() {
         for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
             let response = call(method.clone(), None).await;
-            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method}"
+            );
             assert_eq!(response.headers()[ALLOW], "GET, HEAD");
             assert!(response.body().is_end_stream());
         }
