@@ -235,7 +235,7 @@ async fn compression_outside_the_layer_compresses_events_and_commits_as_it_reads
     let plain = request(
         server.addr,
         "GET",
-        &format!("/poll/alice?since=0000000000000000-0"),
+        "/poll/alice?since=0000000000000000-0",
         &[],
     )
     .await;
