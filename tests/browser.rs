@@ -177,6 +177,20 @@ async fn publish(addr: SocketAddr, client: &str, text: &str) -> String {
     reply.cursor()
 }
 
+/// Publishes `texts` to `client` on `store` while no server runs.
+async fn publish_offline(store: &Arc<dyn Store>, client: &str, texts: &[&str]) {
+    let offline = Hub::builder().shared_store(Arc::clone(store)).build();
+    for text in texts {
+        offline
+            .publish(
+                client,
+                tower_longpoll::Event::new(text.to_string()).content_type("text/plain"),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 fn go(expect: &[&str], gap: bool) -> String {
     let texts: Vec<String> = expect.iter().map(|t| format!("{t:?}")).collect();
     format!("go {{\"expect\":[{}],\"gap\":{gap}}}", texts.join(","))
@@ -248,16 +262,7 @@ async fn events_published_while_the_server_is_down_reach_both_tabs() {
         "published while the server was down (2)",
         "published while the server was down (3)",
     ];
-    let offline = Hub::builder().shared_store(Arc::clone(&store)).build();
-    for text in meanwhile {
-        offline
-            .publish(
-                client,
-                tower_longpoll::Event::new(text).content_type("text/plain"),
-            )
-            .await
-            .unwrap();
-    }
+    publish_offline(&store, client, &meanwhile).await;
     let server = serve(listener_at(addr)).await;
     driver.say(&go(&meanwhile, false)).await;
 
@@ -306,16 +311,7 @@ async fn a_page_on_another_origin_polls_through_cors_and_resumes_after_restarts(
         "published while the API was down (1)",
         "published while the API was down (2)",
     ];
-    let offline = Hub::builder().shared_store(Arc::clone(&store)).build();
-    for text in meanwhile {
-        offline
-            .publish(
-                client,
-                tower_longpoll::Event::new(text).content_type("text/plain"),
-            )
-            .await
-            .unwrap();
-    }
+    publish_offline(&store, client, &meanwhile).await;
     let api = serve(listener_at(addr), &store).await;
     driver.say(&go(&meanwhile, false)).await;
 

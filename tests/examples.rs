@@ -16,11 +16,25 @@ use support::{Conn, get, within};
 
 /// Parks a poll, publishes with `POST publish_path`, and checks the event.
 async fn poll_then_publish(addr: SocketAddr, publish_path: &str) -> String {
+    poll_then_publish_at(addr, addr, publish_path)
+        .await
+        .1
+        .cursor()
+}
+
+/// Parks a poll on `addr`, publishes with `POST publish_path` on
+/// `publish_addr`, and checks the event; the publish's answer and the
+/// event.
+async fn poll_then_publish_at(
+    addr: SocketAddr,
+    publish_addr: SocketAddr,
+    publish_path: &str,
+) -> (support::Reply, support::Reply) {
     let mut poll = Conn::connect(addr).await;
     poll.send("GET", "/poll/alice", &[]).await;
     // The poll parks server-side; a publish before that is kept and
     // delivered all the same, so no wait is needed for correctness.
-    let mut publish = Conn::connect(addr).await;
+    let mut publish = Conn::connect(publish_addr).await;
     publish
         .send_with_body(
             "POST",
@@ -39,7 +53,7 @@ async fn poll_then_publish(addr: SocketAddr, publish_path: &str) -> String {
     let reply = poll.response(false).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.text(), "hello alice");
-    reply.cursor()
+    (published, reply)
 }
 
 #[tokio::test]
@@ -299,27 +313,7 @@ async fn the_proxy_example_holds_polls_and_proxies_the_rest_to_a_real_upstream()
 
     // Polls are the gateway's: one parks, and a publish on the internal
     // address answers it.
-    let mut poll = Conn::connect(addr).await;
-    poll.send("GET", "/poll/alice", &[]).await;
-    let mut publish = Conn::connect(publish_addr).await;
-    publish
-        .send_with_body(
-            "POST",
-            "/publish/alice",
-            &[("content-type", "text/plain")],
-            b"hello alice",
-        )
-        .await;
-    let published = publish.response(false).await;
-    assert_eq!(
-        published.status,
-        StatusCode::ACCEPTED,
-        "{}",
-        published.text()
-    );
-    let reply = poll.response(false).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.text(), "hello alice");
+    let (published, reply) = poll_then_publish_at(addr, publish_addr, "/publish/alice").await;
     assert_eq!(reply.header("content-type"), Some("text/plain"));
     assert_eq!(reply.cursor(), published.cursor());
     assert!(
