@@ -109,6 +109,33 @@ impl Driver {
         Driver { child, lines }
     }
 
+    /// Runs another node script of `tests/browser` with `args`.
+    fn script(name: &str, args: &[&str]) -> Driver {
+        let mut child = Command::new("node")
+            .arg(name)
+            .args(args)
+            .current_dir(browser_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Driver { child, lines }
+    }
+
+    /// The next line the script prints, which must be one of its `E2E`
+    /// lines.
+    async fn line(&mut self) -> String {
+        match self.lines.next_line().await.unwrap() {
+            Some(line) if line.starts_with("E2E ") => line,
+            other => {
+                let status = self.child.wait().await.unwrap();
+                panic!("the script printed {other:?} and ended ({status})");
+            }
+        }
+    }
+
     /// Waits for the script to print `E2E <step>`.
     async fn expect(&mut self, step: &str) {
         let wanted = format!("E2E {step}");
@@ -336,6 +363,38 @@ async fn a_page_on_another_origin_polls_through_cors_and_resumes_after_restarts(
     api.stop().await.expect("the API stops");
     page.hub.shutdown();
     page.stop().await.expect("the page's server stops");
+}
+
+#[tokio::test]
+async fn longpoll_js_polls_again_at_once_after_a_408_from_a_timeout_layer() {
+    ensure_tools().await;
+    // tower-http's TimeoutLayer, wrongly outside the long-poll layer: every
+    // poll is cut short with 408 after 300 ms.
+    let hub = Hub::new();
+    let router = demo_app::router(hub.clone(), &demo_app::Options::default()).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(300),
+        ),
+    );
+    let server = TestServer::serve(router, hub).await;
+    let mut script = Driver::script("cut.mjs", &[&format!("http://{}", server.addr), "js-cut"]);
+    script.expect("polling").await;
+    let hub = server.hub.clone();
+    support::eventually("three polls cut short", || hub.stats().cancelled >= 3).await;
+    server
+        .hub
+        .publish(
+            "js-cut",
+            tower_longpoll::Event::new("through the 408s").content_type("text/plain"),
+        )
+        .await
+        .unwrap();
+    // Its backoff is 20 s: an event within PATIENCE came without one.
+    let line = support::within("the event", script.line()).await;
+    assert!(line.contains("through the 408s"), "{line}");
+    let status = script.child.wait().await.unwrap();
+    assert!(status.success(), "{status}");
 }
 
 /// Where test output goes: target/browser.
