@@ -235,8 +235,9 @@ mod tests {
 
     /// The files of one fuzz target's seed corpus (regressions included).
     fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+        // The fuzz crate is at the workspace's root, beside this crate.
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/corpus")
+            .join("../fuzz/corpus")
             .join(target);
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
