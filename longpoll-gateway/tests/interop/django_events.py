@@ -45,7 +45,7 @@ CONTROL_URI = sys.stdin.readline().strip()
 
 settings.configure(
     DEBUG=False,
-    SECRET_KEY="interop-only-secret",
+    SECRET_KEY="interop-only-secret-of-at-least-32-bytes",
     ALLOWED_HOSTS=["*"],
     ROOT_URLCONF=__name__,
     USE_TZ=True,
