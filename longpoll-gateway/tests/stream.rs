@@ -263,6 +263,18 @@ async fn a_stream_with_prev_id_gets_exactly_what_followed_it_from_the_log() {
             .await,
         0
     );
+
+    // A close ends the streams of its time, not a client that comes back
+    // from before it (as a browser's EventSource does after that close).
+    close(&gateway, "feed").await;
+    assert_eq!(behind.end().await.1, Ending::Clean);
+    publish_stream(&gateway, &[("feed", Some("8"), Some("7"), "8\n")]).await;
+    let mut again = Streamed::open(gateway.addr, &stream_path("feed; prev-id=7", &[]), &[]).await;
+    assert_eq!(again.until("8\n").await, "start\n8\n");
+    publish_stream(&gateway, &[("feed", Some("9"), Some("8"), "9\n")]).await;
+    assert_eq!(again.until("9\n").await, "9\n");
+    close(&gateway, "feed").await;
+    assert_eq!(again.end().await, (String::new(), Ending::Clean));
 }
 
 #[tokio::test]

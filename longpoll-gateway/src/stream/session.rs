@@ -57,6 +57,9 @@ pub struct Session {
     filters: Vec<Vec<Filter>>,
     /// Where the stream is in each channel's log.
     cursors: Vec<Cursor>,
+    /// Each channel's end when the stream was placed: a close or hint up
+    /// to there was for the streams of that time, not this one.
+    live_from: Vec<Cursor>,
     /// The cursors of the channels before the last next link, by name.
     previous: Vec<(String, Cursor)>,
     keep_alive: Option<KeepAlive>,
@@ -132,6 +135,7 @@ impl Session {
             ids: Vec::new(),
             filters: Vec::new(),
             cursors: Vec::new(),
+            live_from: Vec::new(),
             previous: Vec::new(),
             keep_alive: None,
             meta: Meta::default(),
@@ -220,6 +224,7 @@ impl Session {
     async fn place(&mut self, first: bool) -> Result<bool, End> {
         let store = self.state.streams.hub.store();
         let mut cursors = Vec::with_capacity(self.ids.len());
+        let mut live_from = Vec::with_capacity(self.ids.len());
         let mut behind = false;
         for (name, prev_id) in &self.ids {
             let read = tokio::select! {
@@ -232,6 +237,8 @@ impl Session {
                 .iter()
                 .find(|(old, _)| old == name)
                 .map(|(_, cursor)| *cursor);
+            let end = read.events().last().map_or(read.position(), |e| e.cursor);
+            live_from.push(end);
             let cursor = match place(read.events(), read.position(), prev_id.as_deref()) {
                 Placed::At(cursor) => cursor,
                 Placed::Unknown { end, known } => {
@@ -246,6 +253,7 @@ impl Session {
             cursors.push(cursor);
         }
         self.cursors = cursors;
+        self.live_from = live_from;
         self.previous.clear();
         if behind {
             add(&self.state.streams.metrics.gaps);
@@ -369,12 +377,17 @@ impl Session {
             // Before the filters: build-id writes the item's own id.
             self.ids[channel].1 = item.id.map(str::to_owned);
         }
+        // A close or hint published before the stream was placed was for
+        // the streams of that time (this client may be reconnecting after
+        // that very close).
+        let live = stored.cursor.partial_cmp(&self.live_from[channel])
+            == Some(std::cmp::Ordering::Greater);
         match item.action {
-            Action::Close => {
-                return Delivered::Then(Then::End(End::Closed));
+            Action::Close if live => return Delivered::Then(Then::End(End::Closed)),
+            Action::Hint if live && self.next.is_some() => {
+                return Delivered::Then(Then::FetchNext);
             }
-            Action::Hint if self.next.is_some() => return Delivered::Then(Then::FetchNext),
-            Action::Hint => return Delivered::Skipped,
+            Action::Close | Action::Hint => return Delivered::Skipped,
             Action::Send => {}
         }
         let filters = &self.filters[channel];

@@ -28,6 +28,9 @@ pub const SIG_KEY: &str = "interop-sig-key-of-at-least-32-bytes";
 pub const SIG_ISS: &str = "interop-gateway";
 pub const PUBLISH_ISS: &str = "interop-publisher";
 pub const PUBLISH_KEY: &str = "interop-publish-key-of-at-least-32-bytes";
+/// A plain bearer token for publishers that sign nothing (the browser
+/// test's script).
+pub const PUBLISH_TOKEN: &str = "interop-publish-token";
 
 fn can_import(python: &Path) -> bool {
     Command::new(python)
@@ -78,6 +81,8 @@ pub fn gateway_args() -> Vec<&'static str> {
         SIG_ISS,
         "--publish-key",
         PUBLISH_KEY,
+        "--publish-token",
+        PUBLISH_TOKEN,
         "--grip-timeout-min",
         "1",
     ]
