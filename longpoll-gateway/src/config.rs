@@ -534,6 +534,9 @@ mod tests {
             ])
             .contains("above")
         );
+        assert!(
+            err(&["--upstream", "http://x", "--stream-buffer", "0"]).contains("--stream-buffer")
+        );
         assert!(toml::from_str::<File>("nonsense = 1").is_err());
         // Found by fuzz/fuzz_targets/gateway_config.rs: routes naming the
         // client id differently passed here and made the layer panic at start.
@@ -562,6 +565,18 @@ mod tests {
         assert!(config.poll_layer(Hub::new()).is_some());
         let without = Config::from_toml(args(&["--upstream", "http://x"]), "gateway.toml", "");
         assert!(without.unwrap().poll_layer(Hub::new()).is_none());
+    }
+
+    #[test]
+    fn stream_limits_default_and_follow_the_flags() {
+        let defaults = Config::merge(args(&["--upstream", "http://x"]), File::default()).unwrap();
+        assert_eq!(defaults.max_streams, 100_000);
+        assert_eq!(defaults.max_streams_per_channel, 100_000);
+        assert_eq!(defaults.stream_buffer, 256 * 1024);
+        let file: File = toml::from_str("max-streams = 50\nstream-buffer = 4096").unwrap();
+        let set = Config::merge(args(&["--upstream", "http://x"]), file).unwrap();
+        assert_eq!((set.max_streams, set.max_streams_per_channel), (50, 50));
+        assert_eq!(set.stream_buffer, 4096);
     }
 
     #[test]

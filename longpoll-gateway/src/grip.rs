@@ -15,6 +15,9 @@ use crate::stream::instruct::{KeepAlive, Link, Meta, NextLink};
 
 /// Pushpin's cap on channels per hold.
 pub const MAX_CHANNELS: usize = 20;
+/// The most bytes of GRIP instructions read from the upstream (a JSON body,
+/// or the body of a response hold, kept for its timeout).
+pub const MAX_INSTRUCTION_BODY: usize = 1024 * 1024;
 
 pub const GRIP_HOLD: HeaderName = HeaderName::from_static("grip-hold");
 pub const GRIP_CHANNEL: HeaderName = HeaderName::from_static("grip-channel");

@@ -243,6 +243,7 @@ pub fn check_config(args: Args, toml: &str) {
             assert!(config.upstream.authority().is_some());
             let layer = config.poll_layer(Hub::new());
             assert_eq!(layer.is_some(), !config.routes.is_empty());
+            assert!(config.stream_buffer >= 1, "{config:?}");
         }
         Err(message) => assert!(!message.is_empty()),
     }
@@ -743,6 +744,9 @@ mod tests {
         "tls-key",
         "redis",
         "redis-prefix",
+        "max-streams",
+        "max-streams-per-channel",
+        "stream-buffer",
         "nonsense",
     ];
 

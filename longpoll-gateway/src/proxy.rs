@@ -12,14 +12,16 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, UPGRADE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
-use crate::grip::{self, FEATURES, GRIP_FEATURE, GRIP_LAST, GRIP_SIG, Instruction};
-use crate::headers::{remove_grip, remove_hop_by_hop};
+use crate::grip::{
+    self, FEATURES, GRIP_FEATURE, GRIP_LAST, GRIP_SIG, Instruction, MAX_INSTRUCTION_BODY,
+};
+use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO, remove_grip, remove_hop_by_hop};
 use crate::hold::{self, Outcome};
 use crate::reply::{BoxError, ProxyBody, empty, full, text};
 use crate::server::ClientInfo;
@@ -30,14 +32,8 @@ use crate::upstream::Failure;
 /// A request body up to this size is kept, so that the request can be sent
 /// again with `Grip-Last`; a larger one is streamed and never retried.
 const REPLAYABLE_BODY: u64 = 64 * 1024;
-/// The most bytes of GRIP instructions (and of the response kept for the
-/// timeout) read from the upstream.
-const MAX_INSTRUCTION_BODY: usize = 1024 * 1024;
 /// Rounds of `prev-id` → `Grip-Last` retries before a hold just waits.
 const MAX_RETRIES: usize = 3;
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The service behind the layer: forwards every request it gets.
 #[derive(Clone)]

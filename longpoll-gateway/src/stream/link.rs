@@ -13,16 +13,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use crate::grip::{self, FEATURES, GRIP_FEATURE, GRIP_LAST, GRIP_SIG, Instruction};
+use crate::grip::{
+    self, FEATURES, GRIP_FEATURE, GRIP_LAST, GRIP_SIG, Instruction, MAX_INSTRUCTION_BODY,
+};
+use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
 use crate::reply::empty;
 use crate::state::{State, add};
 use crate::upstream::Failure as Unanswered;
-
-/// The most bytes of an `application/grip-instruct` next-link response.
-const MAX_INSTRUCTION_BODY: usize = 1024 * 1024;
-
-const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
 /// What a stream keeps of the request that opened it.
 pub struct Origin {
