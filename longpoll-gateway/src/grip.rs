@@ -239,15 +239,24 @@ fn from_headers(
         body,
     };
     if response_hold == Some(true) {
-        check_channels(&common.channels)?;
-        return Ok(Instruction::Hold(Hold {
-            channels: common.channels,
-            timeout,
-            response,
-            gone: common.gone,
-        }));
+        return held_response(timeout, response, common);
     }
     stream(response_hold.is_some(), response, common)
+}
+
+/// A response hold.
+fn held_response(
+    timeout: Option<Duration>,
+    response: Whole,
+    common: Common,
+) -> Result<Instruction, String> {
+    check_channels(&common.channels)?;
+    Ok(Instruction::Hold(Hold {
+        channels: common.channels,
+        timeout,
+        response,
+        gone: common.gone,
+    }))
 }
 
 /// A stream hold, or a response continued by its next link.
@@ -349,13 +358,7 @@ fn from_json(body: &[u8], mut common: Common) -> Result<Instruction, String> {
         )),
     };
     if !held {
-        check_channels(&common.channels)?;
-        return Ok(Instruction::Hold(Hold {
-            channels: common.channels,
-            timeout,
-            response,
-            gone: common.gone,
-        }));
+        return held_response(timeout, response, common);
     }
     match hold.get("keep-alive") {
         None | Some(Value::Null) => {}

@@ -11,28 +11,14 @@
 // It prints `E2E ok` at the end; any failure exits non-zero with the reason.
 
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { check, eventually, launch } from './chromium.mjs';
 
 const [base, publishBase, token] = process.argv.slice(2);
 if (!base || !publishBase || !token) {
   console.error('usage: node sse.mjs <gateway url> <gateway publish url> <publish token>');
   process.exit(2);
 }
-const WAIT = 20_000;
 const log = (...args) => console.error('[sse]', ...args);
-const check = (condition, message) => { if (!condition) throw new Error(message); };
-
-async function eventually(what, probe) {
-  const deadline = Date.now() + WAIT;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for: ${what}`);
-    await new Promise(resolve => setTimeout(resolve, 25));
-  }
-}
 
 async function send(n) {
   const reply = await fetch(`${base}/send?n=${n}`);
@@ -46,13 +32,7 @@ async function metric(name) {
   return Number(line.split(' ')[1]);
 }
 
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'longpoll-sse-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const { context, profile } = await launch('sse');
 const watchdog = setTimeout(async () => {
   console.error('[sse] took over 2 minutes: giving up');
   await context.close().catch(() => {});
