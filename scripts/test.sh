@@ -28,10 +28,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # playwright-core for the browser test, exactly as locked.
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-# The gateway's interop test runs a backend written with this GRIP library
-# (the test falls back to a venv of its own when this cannot install).
+# The gateway's interop and browser tests run backends written with these
+# GRIP libraries, pinned as in longpoll-gateway/tests/support/python.rs (the
+# tests fall back to a venv of their own when this cannot install).
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  gripcontrol==4.4.0 || echo "scripts/test.sh: pip could not install gripcontrol" >&2
+  gripcontrol==4.4.0 django-eventstream==5.3.4 \
+  || echo "scripts/test.sh: pip could not install the GRIP libraries" >&2
 
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 redis_pid=""

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
+use longpoll_test_support::browser::{self, ensure_tools};
 use support::example::Example;
 use support::{Conn, TestServer, listener_at};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -42,46 +43,12 @@ use tokio::sync::Mutex;
 use tower_longpoll::Hub;
 use tower_longpoll::store::{MemoryStore, Store};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long the browser script may take from one step to the next.
 const STEP: Duration = Duration::from_secs(90);
 
 /// One browser at a time: two chromiums on a 2-core machine only slow
 /// each other down; and one `npm ci` at a time.
 static BROWSER: Mutex<()> = Mutex::const_new(());
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Checks for chromium and node, and installs playwright-core (pinned in
-/// `tests/browser/package-lock.json`) when it is missing.
-async fn ensure_tools() {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: run .ci/run, which installs Debian's chromium \
-         (or `apt-get install chromium`)"
-    );
-    let node = Command::new("node").arg("--version").output().await;
-    assert!(
-        node.is_ok_and(|out| out.status.success()),
-        "node is missing: install Debian's nodejs and npm"
-    );
-    let dir = browser_dir();
-    if !dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .expect("npm runs");
-        assert!(status.success(), "`npm ci` in {} failed", dir.display());
-    }
-}
 
 /// The browser script, stopped by its PID if the test fails.
 struct Driver {
@@ -97,7 +64,7 @@ impl Driver {
         command
             .arg("e2e.mjs")
             .args([base, client, mode])
-            .current_dir(browser_dir())
+            .current_dir(browser::dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -114,7 +81,7 @@ impl Driver {
         let mut child = Command::new("node")
             .arg(name)
             .args(args)
-            .current_dir(browser_dir())
+            .current_dir(browser::dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

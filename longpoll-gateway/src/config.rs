@@ -17,8 +17,9 @@ use tower_longpoll::{Hub, LongPollLayer};
 /// `--route` patterns, which the gateway holds itself. An upstream that
 /// answers with GRIP instructions (`Grip-Hold: response` or an
 /// `application/grip-instruct` body) has the request held on its channels
-/// until a publish or the timeout. Publishing, metrics and health are on the
-/// publish listener.
+/// until a publish or the timeout; with `Grip-Hold: stream`, its response is
+/// sent at once and kept open for what is published. Publishing, metrics and
+/// health are on the publish listener.
 ///
 /// Every setting can also come from the environment (LONGPOLL_GATEWAY_ and the flag in capitals,
 /// shown with each flag) or from the TOML file given with --config (the flag
@@ -96,6 +97,21 @@ pub struct Args {
     /// Most --route polls held at once on one client id. [default: 8]
     #[arg(long, env = "LONGPOLL_GATEWAY_MAX_PER_ID", value_name = "N")]
     pub max_per_id: Option<usize>,
+    /// Most GRIP streams (Grip-Hold: stream) open at once; more are answered
+    /// 503. [default: 100000]
+    #[arg(long, env = "LONGPOLL_GATEWAY_MAX_STREAMS", value_name = "N")]
+    pub max_streams: Option<usize>,
+    /// Most GRIP streams open at once on one channel. [default: --max-streams]
+    #[arg(
+        long,
+        env = "LONGPOLL_GATEWAY_MAX_STREAMS_PER_CHANNEL",
+        value_name = "N"
+    )]
+    pub max_streams_per_channel: Option<usize>,
+    /// Bytes written to a GRIP stream that its client may leave unread; a
+    /// stream whose client falls further behind is closed. [default: 262144]
+    #[arg(long, env = "LONGPOLL_GATEWAY_STREAM_BUFFER", value_name = "BYTES")]
+    pub stream_buffer: Option<usize>,
     /// Seconds a GRIP hold lasts when the upstream sends no Grip-Timeout.
     /// [default: 55]
     #[arg(long, env = "LONGPOLL_GATEWAY_GRIP_TIMEOUT", value_name = "SECONDS")]
@@ -181,6 +197,9 @@ struct File {
     timeout: Option<f64>,
     max_waiters: Option<usize>,
     max_per_id: Option<usize>,
+    max_streams: Option<usize>,
+    max_streams_per_channel: Option<usize>,
+    stream_buffer: Option<usize>,
     grip_timeout: Option<u64>,
     grip_timeout_min: Option<u64>,
     grip_timeout_max: Option<u64>,
@@ -208,6 +227,9 @@ pub struct Config {
     pub timeout: Duration,
     pub max_waiters: usize,
     pub max_per_id: usize,
+    pub max_streams: usize,
+    pub max_streams_per_channel: usize,
+    pub stream_buffer: usize,
     pub grip_timeout: Duration,
     pub grip_timeout_min: Duration,
     pub grip_timeout_max: Duration,
@@ -295,6 +317,14 @@ impl Config {
             ));
         }
         let grip_timeout = args.grip_timeout.or(file.grip_timeout).unwrap_or(55);
+        let max_streams = args.max_streams.or(file.max_streams).unwrap_or(100_000);
+        let stream_buffer = args
+            .stream_buffer
+            .or(file.stream_buffer)
+            .unwrap_or(256 * 1024);
+        if stream_buffer == 0 {
+            return Err("--stream-buffer must be at least 1 byte".into());
+        }
         let tls = match (
             args.tls_cert.or(file.tls_cert),
             args.tls_key.or(file.tls_key),
@@ -337,6 +367,12 @@ impl Config {
             timeout: seconds("--timeout", args.timeout.or(file.timeout).unwrap_or(30.0))?,
             max_waiters: args.max_waiters.or(file.max_waiters).unwrap_or(100_000),
             max_per_id: args.max_per_id.or(file.max_per_id).unwrap_or(8),
+            max_streams,
+            max_streams_per_channel: args
+                .max_streams_per_channel
+                .or(file.max_streams_per_channel)
+                .unwrap_or(max_streams),
+            stream_buffer,
             grip_timeout: Duration::from_secs(
                 grip_timeout.clamp(grip_timeout_min, grip_timeout_max),
             ),
@@ -498,6 +534,9 @@ mod tests {
             ])
             .contains("above")
         );
+        assert!(
+            err(&["--upstream", "http://x", "--stream-buffer", "0"]).contains("--stream-buffer")
+        );
         assert!(toml::from_str::<File>("nonsense = 1").is_err());
         // Found by fuzz/fuzz_targets/gateway_config.rs: routes naming the
         // client id differently passed here and made the layer panic at start.
@@ -526,6 +565,18 @@ mod tests {
         assert!(config.poll_layer(Hub::new()).is_some());
         let without = Config::from_toml(args(&["--upstream", "http://x"]), "gateway.toml", "");
         assert!(without.unwrap().poll_layer(Hub::new()).is_none());
+    }
+
+    #[test]
+    fn stream_limits_default_and_follow_the_flags() {
+        let defaults = Config::merge(args(&["--upstream", "http://x"]), File::default()).unwrap();
+        assert_eq!(defaults.max_streams, 100_000);
+        assert_eq!(defaults.max_streams_per_channel, 100_000);
+        assert_eq!(defaults.stream_buffer, 256 * 1024);
+        let file: File = toml::from_str("max-streams = 50\nstream-buffer = 4096").unwrap();
+        let set = Config::merge(args(&["--upstream", "http://x"]), file).unwrap();
+        assert_eq!((set.max_streams, set.max_streams_per_channel), (50, 50));
+        assert_eq!(set.stream_buffer, 4096);
     }
 
     #[test]

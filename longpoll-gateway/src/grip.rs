@@ -1,5 +1,5 @@
 //! GRIP instructions from the upstream: `Grip-*` response headers or an
-//! `application/grip-instruct` JSON body.
+//! `application/grip-instruct` JSON body, for response holds and streams.
 
 use std::time::Duration;
 
@@ -10,9 +10,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 
 use crate::headers::{remove_grip, remove_hop_by_hop};
+use crate::stream::filter::MAX_FILTERS;
+use crate::stream::instruct::{KeepAlive, Link, Meta, NextLink};
 
 /// Pushpin's cap on channels per hold.
 pub const MAX_CHANNELS: usize = 20;
+/// The most bytes of GRIP instructions read from the upstream (a JSON body,
+/// or the body of a response hold, kept for its timeout).
+pub const MAX_INSTRUCTION_BODY: usize = 1024 * 1024;
 
 pub const GRIP_HOLD: HeaderName = HeaderName::from_static("grip-hold");
 pub const GRIP_CHANNEL: HeaderName = HeaderName::from_static("grip-channel");
@@ -21,12 +26,25 @@ pub const GRIP_STATUS: HeaderName = HeaderName::from_static("grip-status");
 pub const GRIP_LINK: HeaderName = HeaderName::from_static("grip-link");
 pub const GRIP_LAST: HeaderName = HeaderName::from_static("grip-last");
 pub const GRIP_SIG: HeaderName = HeaderName::from_static("grip-sig");
+pub const GRIP_KEEP_ALIVE: HeaderName = HeaderName::from_static("grip-keep-alive");
+pub const GRIP_SET_META: HeaderName = HeaderName::from_static("grip-set-meta");
+pub const GRIP_FEATURE: HeaderName = HeaderName::from_static("grip-feature");
+
+/// What the gateway tells the upstream it supports (`Grip-Feature`), with
+/// Pushpin's names.
+pub const FEATURES: HeaderValue = HeaderValue::from_static(
+    "status, link:next, link:gone, filter:skip-self, filter:skip-users, \
+     filter:require-sub, filter:build-id, filter:var-subst",
+);
 
 /// A channel a request is held on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Channel {
     pub name: String,
     pub prev_id: Option<String>,
+    /// Filter names (`filter=`), at most [`MAX_FILTERS`]; streams apply
+    /// those the gateway knows.
+    pub filters: Vec<String>,
 }
 
 /// A response kept whole: what a held client gets on timeout.
@@ -45,6 +63,9 @@ pub enum Instruction {
     Hold(Hold),
     /// No hold: answer with this response now (JSON form without `hold`).
     Respond(Whole),
+    /// Send `response` at once and keep it open (`Grip-Hold: stream`), or
+    /// continue it with its next link.
+    Stream(Stream),
 }
 
 #[derive(Debug)]
@@ -56,6 +77,24 @@ pub struct Hold {
     pub gone: Option<String>,
 }
 
+/// A stream: the upstream's response goes to the client at once and the
+/// response stays open for what is published on `channels`.
+#[derive(Debug)]
+pub struct Stream {
+    /// `Grip-Hold: stream`; `false`: no hold, the response only continues
+    /// with its next link (paging).
+    pub held: bool,
+    /// At most [`MAX_CHANNELS`].
+    pub channels: Vec<Channel>,
+    /// The status, reason and headers sent at once, and the first body
+    /// (empty when the body is streamed from the upstream's response).
+    pub response: Whole,
+    pub gone: Option<String>,
+    pub next: Option<NextLink>,
+    pub keep_alive: Option<KeepAlive>,
+    pub meta: Meta,
+}
+
 impl Hold {
     /// How long the hold lasts: the upstream's `Grip-Timeout` brought within
     /// `min..=max` (the gateway's bounds, `min <= max`), or `default`.
@@ -64,41 +103,122 @@ impl Hold {
     }
 }
 
-/// Whether a response head carries GRIP instructions (then its body is read).
+/// Whether a response head carries GRIP instructions (then its body is read,
+/// or streamed when [`streams_its_body`]).
 pub fn is_instruction(headers: &HeaderMap) -> bool {
-    headers.contains_key(GRIP_HOLD)
-        || headers
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(';').next())
-            .is_some_and(|media| {
-                media
-                    .trim()
-                    .eq_ignore_ascii_case("application/grip-instruct")
-            })
+    headers.contains_key(GRIP_HOLD) || is_grip_instruct(headers) || has_next_link(headers)
+}
+
+/// Whether the upstream's body is a stream's first content, sent to the
+/// client as it arrives: `Grip-Hold: stream` in headers, or a next link
+/// without a hold. Its instructions are all in the head.
+pub fn streams_its_body(headers: &HeaderMap) -> bool {
+    if is_grip_instruct(headers) {
+        return false;
+    }
+    match headers.get(GRIP_HOLD) {
+        Some(mode) => mode.as_bytes().trim_ascii() == b"stream",
+        None => has_next_link(headers),
+    }
+}
+
+fn is_grip_instruct(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/grip-instruct")
+        })
+}
+
+fn has_next_link(headers: &HeaderMap) -> bool {
+    headers.get_all(GRIP_LINK).iter().any(|value| {
+        value.to_str().ok().is_some_and(|value| {
+            Link::parse_list(value).is_ok_and(|links| links.iter().any(|link| link.rel == "next"))
+        })
+    })
 }
 
 /// Reads the instructions of a response whose head passed [`is_instruction`].
 pub fn parse(status: StatusCode, headers: HeaderMap, body: Bytes) -> Result<Instruction, String> {
-    if headers.contains_key(GRIP_HOLD) {
-        from_headers(status, headers, body).map(Instruction::Hold)
+    let common = Common::read(&headers)?;
+    if headers.contains_key(GRIP_HOLD) || (common.next.is_some() && !is_grip_instruct(&headers)) {
+        from_headers(status, headers, body, common)
     } else {
-        from_json(&body)
+        from_json(&body, common)
     }
 }
 
-fn from_headers(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Result<Hold, String> {
-    let mode = header_text(&headers, &GRIP_HOLD)?.unwrap_or_default();
-    check_mode(mode.trim())?;
-    let mut channels = Vec::new();
-    for value in headers.get_all(GRIP_CHANNEL) {
-        let value = value
-            .to_str()
-            .map_err(|_| "Grip-Channel is not text".to_owned())?;
-        for item in split_list(value) {
-            channels.push(parse_channel(item)?);
+/// What Pushpin reads from the headers in either form: channels, links,
+/// keep-alive and meta.
+struct Common {
+    channels: Vec<Channel>,
+    gone: Option<String>,
+    next: Option<NextLink>,
+    keep_alive: Option<KeepAlive>,
+    meta: Meta,
+}
+
+impl Common {
+    fn read(headers: &HeaderMap) -> Result<Common, String> {
+        let mut channels = Vec::new();
+        for value in headers.get_all(GRIP_CHANNEL) {
+            let value = value
+                .to_str()
+                .map_err(|_| "Grip-Channel is not text".to_owned())?;
+            for item in split_list(value) {
+                channels.push(parse_channel(item)?);
+            }
         }
+        let (mut gone, mut next) = (None, None);
+        for value in headers.get_all(GRIP_LINK) {
+            let value = value
+                .to_str()
+                .map_err(|_| "Grip-Link is not text".to_owned())?;
+            for link in Link::parse_list(value)? {
+                match link.rel.as_str() {
+                    "gone" => gone = Some(link.url),
+                    "next" => next = link.into_next(),
+                    _ => {}
+                }
+            }
+        }
+        let keep_alive = header_text(headers, &GRIP_KEEP_ALIVE)?
+            .map(KeepAlive::from_header)
+            .transpose()?;
+        let mut meta = Meta::default();
+        for value in headers.get_all(GRIP_SET_META) {
+            let value = value
+                .to_str()
+                .map_err(|_| "Grip-Set-Meta is not text".to_owned())?;
+            meta.add_header(value)?;
+        }
+        Ok(Common {
+            channels,
+            gone,
+            next,
+            keep_alive,
+            meta,
+        })
     }
+}
+
+fn from_headers(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Bytes,
+    common: Common,
+) -> Result<Instruction, String> {
+    // `None`: no hold, a next link only.
+    let response_hold = match header_text(&headers, &GRIP_HOLD)?.map(str::trim) {
+        Some("response") => Some(true),
+        Some("stream") => Some(false),
+        None => None,
+        Some(other) => return Err(format!("unknown Grip-Hold mode {other:?}")),
+    };
     let timeout = header_text(&headers, &GRIP_TIMEOUT)?
         .map(|text| {
             text.trim()
@@ -111,34 +231,57 @@ fn from_headers(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Resu
         Some(text) => parse_status(text)?,
         None => (status, None),
     };
-    let mut gone = None;
-    for value in headers.get_all(GRIP_LINK) {
-        let value = value
-            .to_str()
-            .map_err(|_| "Grip-Link is not text".to_owned())?;
-        for link in split_list(value) {
-            if let Some(url) = gone_link(link) {
-                gone = Some(url);
-            }
-        }
-    }
     strip(&mut headers);
-    let hold = Hold {
-        channels,
-        timeout,
-        response: Whole {
-            status,
-            reason,
-            headers,
-            body,
-        },
-        gone,
+    let response = Whole {
+        status,
+        reason,
+        headers,
+        body,
     };
-    check_channels(&hold.channels)?;
-    Ok(hold)
+    if response_hold == Some(true) {
+        return held_response(timeout, response, common);
+    }
+    stream(response_hold.is_some(), response, common)
 }
 
-fn from_json(body: &[u8]) -> Result<Instruction, String> {
+/// A response hold.
+fn held_response(
+    timeout: Option<Duration>,
+    response: Whole,
+    common: Common,
+) -> Result<Instruction, String> {
+    check_channels(&common.channels)?;
+    Ok(Instruction::Hold(Hold {
+        channels: common.channels,
+        timeout,
+        response,
+        gone: common.gone,
+    }))
+}
+
+/// A stream hold, or a response continued by its next link.
+fn stream(held: bool, response: Whole, common: Common) -> Result<Instruction, String> {
+    if common.channels.len() > MAX_CHANNELS {
+        return Err(format!(
+            "a stream names {} channels, more than {MAX_CHANNELS}",
+            common.channels.len()
+        ));
+    }
+    if !held && common.next.is_none() {
+        return Err("no Grip-Hold and no Grip-Link; rel=next".into());
+    }
+    Ok(Instruction::Stream(Stream {
+        held,
+        channels: if held { common.channels } else { Vec::new() },
+        response,
+        gone: common.gone,
+        next: common.next,
+        keep_alive: common.keep_alive,
+        meta: common.meta,
+    }))
+}
+
+fn from_json(body: &[u8], mut common: Common) -> Result<Instruction, String> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|err| format!("application/grip-instruct body is not JSON: {err}"))?;
     let object = value
@@ -154,19 +297,25 @@ fn from_json(body: &[u8]) -> Result<Instruction, String> {
         Some(response) => parse_response(response, "response")?,
     };
     let Some(hold) = object.get("hold") else {
+        if common.next.is_some() {
+            return stream(false, response, common);
+        }
         return Ok(Instruction::Respond(response));
     };
     let hold = hold.as_object().ok_or("hold is not an object")?;
-    check_mode(
-        hold.get("mode")
-            .and_then(Value::as_str)
-            .ok_or("hold.mode is missing or not a string")?,
-    )?;
+    let held = match hold
+        .get("mode")
+        .and_then(Value::as_str)
+        .ok_or("hold.mode is missing or not a string")?
+    {
+        "response" => false,
+        "stream" => true,
+        other => return Err(format!("unknown hold.mode {other:?}")),
+    };
     let list = hold
         .get("channels")
         .and_then(Value::as_array)
         .ok_or("hold.channels is missing or not an array")?;
-    let mut channels = Vec::with_capacity(list.len());
     for (index, channel) in list.iter().enumerate() {
         let name = channel
             .get("name")
@@ -180,24 +329,55 @@ fn from_json(body: &[u8]) -> Result<Instruction, String> {
             Some(Value::String(id)) => Some(id.clone()),
             Some(_) => return Err(format!("hold.channels[{index}].prev-id is not a string")),
         };
-        channels.push(Channel {
+        let filters = match channel.get("filters") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(names)) => names
+                .iter()
+                .map(|name| name.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    format!("hold.channels[{index}].filters has a name that is not a string")
+                })?,
+            Some(_) => return Err(format!("hold.channels[{index}].filters is not a list")),
+        };
+        if filters.len() > MAX_FILTERS {
+            return Err(format!(
+                "hold.channels[{index}] has more than {MAX_FILTERS} filters"
+            ));
+        }
+        common.channels.push(Channel {
             name: name.to_owned(),
             prev_id,
+            filters,
         });
     }
-    check_channels(&channels)?;
     let timeout = match hold.get("timeout") {
         None | Some(Value::Null) => None,
         Some(value) => Some(Duration::from_secs(
             value.as_u64().ok_or("hold.timeout is not whole seconds")?,
         )),
     };
-    Ok(Instruction::Hold(Hold {
-        channels,
-        timeout,
-        response,
-        gone: None,
-    }))
+    if !held {
+        return held_response(timeout, response, common);
+    }
+    match hold.get("keep-alive") {
+        None | Some(Value::Null) => {}
+        Some(value) => common.keep_alive = Some(KeepAlive::from_json(value)?),
+    }
+    match hold.get("meta") {
+        None | Some(Value::Null) => {}
+        Some(value) => {
+            let mut meta = Meta::from_json(value)?;
+            // The body's meta over the header's, key by key.
+            for (key, value) in std::mem::take(&mut common.meta).into_pairs() {
+                if meta.get(&key).is_none() {
+                    meta.set(key, value);
+                }
+            }
+            common.meta = meta;
+        }
+    }
+    stream(true, response, common)
 }
 
 /// An `http-response` object, as in a hold's `response` or a publish item:
@@ -278,14 +458,6 @@ pub fn parse_response(value: &Value, field: &str) -> Result<Whole, String> {
     })
 }
 
-fn check_mode(mode: &str) -> Result<(), String> {
-    match mode {
-        "response" => Ok(()),
-        "stream" => Err("Grip-Hold: stream is not supported (response mode only)".into()),
-        other => Err(format!("unknown Grip-Hold mode {other:?}")),
-    }
-}
-
 fn check_channels(channels: &[Channel]) -> Result<(), String> {
     if channels.is_empty() {
         return Err("a hold names no channel".into());
@@ -327,7 +499,7 @@ fn split_list(value: &str) -> impl Iterator<Item = &str> {
         .filter(|item| !item.is_empty())
 }
 
-/// `name; prev-id=ID; filter=F` (filters are accepted and ignored).
+/// `name; prev-id=ID; filter=F; filter=G`.
 fn parse_channel(item: &str) -> Result<Channel, String> {
     let mut parts = item.split(';');
     let name = parts.next().unwrap_or_default().trim();
@@ -335,15 +507,25 @@ fn parse_channel(item: &str) -> Result<Channel, String> {
         return Err(format!("Grip-Channel {item:?} has no channel name"));
     }
     let mut prev_id = None;
+    let mut filters = Vec::new();
     for param in parts {
         let (key, value) = param.split_once('=').unwrap_or((param, ""));
-        if key.trim().eq_ignore_ascii_case("prev-id") {
+        let key = key.trim();
+        if key.eq_ignore_ascii_case("prev-id") {
             prev_id = Some(unquote(value.trim()).to_owned());
+        } else if key.eq_ignore_ascii_case("filter") {
+            filters.push(unquote(value.trim()).to_owned());
         }
+    }
+    if filters.len() > MAX_FILTERS {
+        return Err(format!(
+            "Grip-Channel {name:?} has more than {MAX_FILTERS} filters"
+        ));
     }
     Ok(Channel {
         name: name.to_owned(),
         prev_id,
+        filters,
     })
 }
 
@@ -372,18 +554,6 @@ fn final_status(code: u16) -> Option<StatusCode> {
         .flatten()
 }
 
-/// The URL of `<url>; rel=gone`.
-fn gone_link(link: &str) -> Option<String> {
-    let mut parts = link.split(';');
-    let url = parts.next()?.trim().strip_prefix('<')?.strip_suffix('>')?;
-    let gone = parts.any(|param| {
-        param.split_once('=').is_some_and(|(key, value)| {
-            key.trim().eq_ignore_ascii_case("rel") && unquote(value.trim()) == "gone"
-        })
-    });
-    gone.then(|| url.to_owned())
-}
-
 fn unquote(text: &str) -> &str {
     text.strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
@@ -401,6 +571,10 @@ pub fn strip(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json_body(body: &[u8]) -> Result<Instruction, String> {
+        from_json(body, Common::read(&HeaderMap::new()).unwrap())
+    }
 
     fn headers(list: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -462,7 +636,7 @@ mod tests {
         assert_eq!(hold.response.headers["x-a"], "1");
         assert_eq!(hold.response.body, "hi");
         let plain = br#"{"response": {"body": "now"}}"#;
-        let Instruction::Respond(now) = from_json(plain).unwrap() else {
+        let Instruction::Respond(now) = json_body(plain).unwrap() else {
             panic!("a response");
         };
         assert_eq!((now.status, &now.body[..]), (StatusCode::OK, &b"now"[..]));
@@ -472,7 +646,19 @@ mod tests {
     fn bad_instructions_say_what() {
         let bad =
             |list: &[(&str, &str)]| parse(StatusCode::OK, headers(list), Bytes::new()).unwrap_err();
-        assert!(bad(&[("grip-hold", "stream"), ("grip-channel", "a")]).contains("stream"));
+        assert!(bad(&[("grip-hold", "streaming"), ("grip-channel", "a")]).contains("streaming"));
+        let filters = "a; filter=1; filter=2; filter=3; filter=4; filter=5; filter=6";
+        assert!(bad(&[("grip-hold", "stream"), ("grip-channel", filters)]).contains("filters"));
+        assert!(
+            bad(&[
+                ("grip-hold", "stream"),
+                ("grip-keep-alive", "x; format=rot13")
+            ])
+            .contains("rot13")
+        );
+        assert!(
+            bad(&[("grip-hold", "stream"), ("grip-link", "/next; rel=next")]).contains("<url>")
+        );
         assert!(bad(&[("grip-hold", "response")]).contains("no channel"));
         assert!(
             bad(&[
@@ -517,16 +703,16 @@ mod tests {
                 .as_u16(),
             599
         );
-        assert!(from_json(b"[1]").unwrap_err().contains("object"));
+        assert!(json_body(b"[1]").unwrap_err().contains("object"));
         assert!(
-            from_json(br#"{"hold": {"mode": "response", "channels": [{}]}}"#)
+            json_body(br#"{"hold": {"mode": "response", "channels": [{}]}}"#)
                 .unwrap_err()
                 .contains("channels[0].name")
         );
         // Found by the proptest grip_instructions_in_json_keep_their_promises:
         // an empty name was refused in Grip-Channel but held on in JSON.
         assert!(
-            from_json(br#"{"hold": {"mode": "response", "channels": [{"name": ""}]}}"#)
+            json_body(br#"{"hold": {"mode": "response", "channels": [{"name": ""}]}}"#)
                 .unwrap_err()
                 .contains("channels[0].name is empty")
         );
@@ -535,5 +721,89 @@ mod tests {
                 .unwrap_err()
                 .contains("exclusive")
         );
+    }
+
+    #[test]
+    fn stream_instructions_in_headers() {
+        let map = headers(&[
+            ("grip-hold", "stream"),
+            (
+                "grip-channel",
+                "events-test; prev-id=7; filter=build-id; filter=skip-users, user-anonymous; filter=require-sub",
+            ),
+            (
+                "grip-keep-alive",
+                r"event: keep-alive\ndata:\n\n; format=cstring; timeout=20",
+            ),
+            (
+                "grip-set-meta",
+                r#"id_format="test:%(events-test)s", user="anonymous""#,
+            ),
+            ("grip-link", "</events/?link=next&recover=true>; rel=next"),
+            ("grip-status", "201"),
+            ("content-type", "text/event-stream"),
+        ]);
+        assert!(is_instruction(&map) && streams_its_body(&map));
+        let Instruction::Stream(stream) = parse(StatusCode::OK, map, Bytes::new()).unwrap() else {
+            panic!("a stream");
+        };
+        assert!(stream.held);
+        assert_eq!(stream.channels[0].prev_id.as_deref(), Some("7"));
+        assert_eq!(stream.channels[0].filters, ["build-id", "skip-users"]);
+        assert_eq!(stream.channels[1].filters, ["require-sub"]);
+        assert_eq!(stream.keep_alive.unwrap().every, Duration::from_secs(20));
+        assert_eq!(stream.meta.get("user"), Some("anonymous"));
+        let next = stream.next.unwrap();
+        assert_eq!(
+            (next.url.as_str(), next.timeout),
+            ("/events/?link=next&recover=true", Duration::from_secs(120))
+        );
+        assert_eq!(stream.response.status, StatusCode::CREATED);
+        let left: Vec<_> = stream.response.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type"]);
+
+        // A next link without a hold: paging.
+        let page = headers(&[
+            ("grip-link", "</page/2>; rel=next; timeout=5"),
+            ("grip-channel", "ignored"),
+        ]);
+        assert!(is_instruction(&page) && streams_its_body(&page));
+        let Instruction::Stream(paged) = parse(StatusCode::OK, page, Bytes::new()).unwrap() else {
+            panic!("a paged response");
+        };
+        assert!(!paged.held && paged.channels.is_empty());
+        assert_eq!(paged.next.unwrap().timeout, Duration::from_secs(5));
+        // A gone link alone is no instruction.
+        assert!(!is_instruction(&headers(&[(
+            "grip-link",
+            "</gone>; rel=gone"
+        )])));
+    }
+
+    #[test]
+    fn stream_instructions_in_json() {
+        // As gripcontrol's create_hold_stream writes them, with headers besides.
+        let body = br#"{"hold": {"mode": "stream", "channels": [{"name": "s", "prev-id": "2", "filters": ["skip-self"]}],
+            "keep-alive": {"content": "\n", "timeout": 2}, "meta": {"user": "u1"}},
+            "response": {"headers": {"Content-Type": "text/plain"}, "body": "start\n"}}"#;
+        let map = headers(&[
+            ("content-type", "application/grip-instruct"),
+            ("grip-link", "</more>; rel=next, </bye>; rel=gone"),
+            ("grip-set-meta", "user=header, other=1"),
+        ]);
+        assert!(is_instruction(&map) && !streams_its_body(&map));
+        let Instruction::Stream(stream) =
+            parse(StatusCode::OK, map, Bytes::from_static(body)).unwrap()
+        else {
+            panic!("a stream");
+        };
+        assert!(stream.held);
+        assert_eq!(stream.channels[0].filters, ["skip-self"]);
+        assert_eq!(stream.keep_alive.unwrap().data, "\n");
+        assert_eq!(stream.meta.get("user"), Some("u1"));
+        assert_eq!(stream.meta.get("other"), Some("1"));
+        assert_eq!(stream.gone.as_deref(), Some("/bye"));
+        assert_eq!(stream.next.unwrap().url, "/more");
+        assert_eq!(stream.response.body, "start\n");
     }
 }

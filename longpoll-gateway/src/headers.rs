@@ -6,6 +6,11 @@ use http::header::{
     TRANSFER_ENCODING, UPGRADE,
 };
 
+/// The client's address, appended by each proxy on the way.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `http` or `https`, as the client spoke to the gateway.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 

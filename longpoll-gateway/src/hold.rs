@@ -148,6 +148,7 @@ fn event_response(hub: &Hub, channel: &str, stored: &StoredEvent) -> Response<Pr
             .headers_mut()
             .insert(CONTENT_TYPE, content_type.clone());
     }
+    crate::items::apply_reason(&mut response);
     response
 }
 
@@ -232,31 +233,6 @@ impl Drop for Held {
         let Some(link) = self.gone.take() else {
             return;
         };
-        let state = Arc::clone(&self.state);
-        // Best effort, as in Pushpin: one POST, its outcome only logged.
-        tokio::spawn(async move {
-            let uri = match state.upstream.url_for(&link) {
-                Ok(uri) => uri,
-                Err(err) => {
-                    tracing::warn!(link, error = %err, "bad Grip-Link rel=gone");
-                    return;
-                }
-            };
-            let mut request = http::Request::new(crate::reply::empty());
-            *request.method_mut() = http::Method::POST;
-            *request.uri_mut() = uri;
-            request
-                .headers_mut()
-                .insert(crate::grip::GRIP_SIG, state.upstream.grip_sig());
-            add(&state.metrics.gone_posts);
-            match state.upstream.send(request).await {
-                Ok(response) => {
-                    let status = response.status();
-                    let _ = response.into_body().collect().await;
-                    tracing::debug!(link, %status, "Grip-Link rel=gone sent");
-                }
-                Err(err) => tracing::debug!(link, error = ?err, "Grip-Link rel=gone failed"),
-            }
-        });
+        crate::gone::notify(&self.state, link);
     }
 }

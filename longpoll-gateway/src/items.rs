@@ -1,12 +1,17 @@
 //! The EPCP publish body: `{"items": [...]}`, each item a channel, an
-//! optional id and an `http-response` format. Pure parsing, no state: the
-//! publish listener, the tests and the fuzz target (`fuzz/`) share it.
+//! optional id, prev-id and meta, and its formats: `http-response` (for
+//! response holds and `--route` polls) and `http-stream` (for held streams).
+//! Pure parsing, no state: the publish listener, the tests and the fuzz
+//! target (`fuzz/`) share it.
 
 use http::header::CONTENT_TYPE;
+use http::{HeaderName, HeaderValue, Response};
+use hyper::ext::ReasonPhrase;
 use serde_json::Value;
 use tower_longpoll::Event;
 
 use crate::grip::{self, Whole};
+use crate::http_stream::{self, StreamItem};
 
 /// The largest event body an item may carry.
 pub const MAX_EVENT: usize = 1024 * 1024;
@@ -14,12 +19,22 @@ pub const MAX_EVENT: usize = 1024 * 1024;
 /// The longest channel name, as the hub's id limit.
 pub const MAX_CHANNEL: usize = 256;
 
+/// Carries a published `http-response`'s reason phrase with its event
+/// through the hub (memory or Redis): a `Grip-*` header, which the gateway
+/// turns back into the reason phrase and never sends as a header.
+pub const GRIP_REASON: HeaderName = HeaderName::from_static("grip-reason");
+
 /// One item, checked, ready to publish.
 #[derive(Debug)]
 pub struct Item {
     pub channel: String,
     pub id: Option<String>,
-    pub event: Event,
+    /// The `http-response` format as an event: what response holds and
+    /// `--route` polls on the channel get.
+    pub response: Option<Event>,
+    /// The `http-stream` format with the item's id, prev-id and meta: what
+    /// held streams on the channel get.
+    pub stream: Option<StreamItem>,
 }
 
 /// The items of a publish body.
@@ -27,8 +42,8 @@ pub struct Item {
 pub struct Items {
     /// The items to publish, in order.
     pub items: Vec<Item>,
-    /// The channels of the items without an `http-response` format, which
-    /// the gateway does not deliver (they are counted, not refused).
+    /// The channels of the items that also carry a format the gateway does
+    /// not serve (`ws-message`): that format is ignored (and counted).
     pub ignored: Vec<String>,
 }
 
@@ -70,54 +85,141 @@ pub fn parse(body: &[u8]) -> Result<Items, String> {
             Some(_) => Err(format!("{} is not a string", at(field))),
         };
         let id = optional_string("id")?;
-        optional_string("prev-id")?;
-        // EPCP puts formats under `formats`; gripcontrol and older
-        // publishers put them on the item itself.
-        let (format, field) = match object.get("formats") {
-            Some(Value::Object(formats)) => {
-                (formats.get("http-response"), at("formats.http-response"))
-            }
-            Some(_) => return Err(format!("{} is not an object", at("formats"))),
-            None => (object.get("http-response"), at("http-response")),
-        };
-        let Some(format) = format else {
-            parsed.ignored.push(channel.to_owned());
-            continue;
-        };
-        if let Some(action) = format.get("action") {
-            if action.as_str() != Some("send") {
-                return Err(format!("{field}.action: only \"send\" is supported"));
+        let prev_id = optional_string("prev-id")?;
+        for (field, value) in [("id", &id), ("prev-id", &prev_id)] {
+            if value
+                .as_ref()
+                .is_some_and(|value| value.len() > http_stream::MAX_ID)
+            {
+                return Err(format!(
+                    "{} is over {} bytes",
+                    at(field),
+                    http_stream::MAX_ID
+                ));
             }
         }
-        let whole = grip::parse_response(format, &field)?;
-        if whole.body.len() > MAX_EVENT {
-            return Err(format!(
-                "{field}: the body is {} bytes, more than the limit of {MAX_EVENT}",
-                whole.body.len()
-            ));
+        let meta = match object.get("meta") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(map)) => {
+                let mut meta = Vec::with_capacity(map.len());
+                for (key, value) in map {
+                    let value = value
+                        .as_str()
+                        .ok_or_else(|| format!("{} is not a string", at(&format!("meta.{key}"))))?;
+                    meta.push((key.clone(), value.to_owned()));
+                }
+                let size: usize = meta
+                    .iter()
+                    .map(|(k, v): &(String, String)| k.len() + v.len())
+                    .sum();
+                if size > http_stream::MAX_META {
+                    return Err(format!(
+                        "{} is over {} bytes",
+                        at("meta"),
+                        http_stream::MAX_META
+                    ));
+                }
+                meta
+            }
+            Some(_) => return Err(format!("{} is not an object", at("meta"))),
+        };
+        // EPCP puts formats under `formats`; gripcontrol and older
+        // publishers put them on the item itself.
+        let (formats, prefix) = match object.get("formats") {
+            Some(Value::Object(formats)) => (formats, at("formats.")),
+            Some(_) => return Err(format!("{} is not an object", at("formats"))),
+            None => (object, at("")),
+        };
+        let response = match formats.get("http-response") {
+            None => None,
+            Some(format) => {
+                let field = format!("{prefix}http-response");
+                if let Some(action) = format.get("action") {
+                    if action.as_str() != Some("send") {
+                        return Err(format!("{field}.action: only \"send\" is supported"));
+                    }
+                }
+                let whole = grip::parse_response(format, &field)?;
+                if whole.body.len() > MAX_EVENT {
+                    return Err(format!(
+                        "{field}: the body is {} bytes, more than the limit of {MAX_EVENT}",
+                        whole.body.len()
+                    ));
+                }
+                Some(event_of(whole, &field)?)
+            }
+        };
+        let stream = match formats.get("http-stream") {
+            None => None,
+            Some(format) => {
+                let format = http_stream::parse(format, &format!("{prefix}http-stream"))?;
+                Some(StreamItem {
+                    id: id.clone(),
+                    prev_id,
+                    meta,
+                    action: format.action,
+                    content_filters: format.content_filters,
+                    content: format.content,
+                })
+            }
+        };
+        if response.is_none() && stream.is_none() {
+            return Err(match formats.get("ws-message") {
+                Some(_) => format!(
+                    "{}: ws-message is not served by this gateway; give http-response or \
+                     http-stream (nothing was published)",
+                    at("formats")
+                ),
+                None => format!(
+                    "{}: no http-response or http-stream format (nothing was published)",
+                    at("formats")
+                ),
+            });
+        }
+        if formats.contains_key("ws-message") {
+            parsed.ignored.push(channel.to_owned());
         }
         parsed.items.push(Item {
             channel: channel.to_owned(),
             id,
-            event: event_of(whole),
+            response,
+            stream,
         });
     }
     Ok(parsed)
 }
 
 /// A published `http-response` as an event: its body, its `Content-Type`
-/// as the event's content type, its status and other headers carried along.
-fn event_of(whole: Whole) -> Event {
+/// as the event's content type, its status, reason and other headers
+/// carried along.
+fn event_of(whole: Whole, field: &str) -> Result<Event, String> {
     let Whole {
         status,
+        reason,
         headers: mut kept,
         body,
-        ..
     } = whole;
+    if let Some(reason) = reason {
+        let value = HeaderValue::try_from(reason.as_str())
+            .ok()
+            .filter(|value| ReasonPhrase::try_from(value.as_bytes()).is_ok())
+            .ok_or_else(|| format!("{field}.reason is not a valid reason phrase"))?;
+        kept.insert(GRIP_REASON, value);
+    }
     let content_type = kept.remove(CONTENT_TYPE);
     let mut event = Event::new(body).status(status).headers(kept);
     if let Some(content_type) = content_type {
         event = event.content_type(content_type);
     }
-    event
+    Ok(event)
+}
+
+/// Turns the reason phrase an event carried ([`GRIP_REASON`]) into the
+/// response's reason phrase (sent on HTTP/1.1), never a header.
+pub fn apply_reason<B>(response: &mut Response<B>) {
+    if let Some(reason) = response.headers_mut().remove(GRIP_REASON) {
+        if let Ok(reason) = ReasonPhrase::try_from(reason.as_bytes()) {
+            response.extensions_mut().insert(reason);
+        }
+    }
 }

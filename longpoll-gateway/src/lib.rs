@@ -11,11 +11,14 @@
 
 #[doc(hidden)]
 pub mod config;
+mod gone;
 #[doc(hidden)]
 pub mod grip;
 #[doc(hidden)]
 pub mod headers;
 mod hold;
+#[doc(hidden)]
+pub mod http_stream;
 #[doc(hidden)]
 pub mod items;
 #[doc(hidden)]
@@ -28,6 +31,8 @@ mod publish;
 mod reply;
 mod server;
 mod state;
+#[doc(hidden)]
+pub mod stream;
 mod upstream;
 
 use std::sync::Arc;
@@ -46,6 +51,7 @@ use crate::proxy::Gateway;
 use crate::reply::ProxyBody;
 use crate::server::Handler;
 use crate::state::{Channels, Metrics, State};
+use crate::stream::Streams;
 use crate::upstream::Upstream;
 
 /// Channels whose last published id is remembered for `prev-id` checks.
@@ -94,6 +100,27 @@ pub async fn run(config: Config) -> Result<(), String> {
             Hub::builder().store(store).build()
         }
     };
+    // The stream log: http-stream items, apart from the events of response
+    // holds and --route polls (which would otherwise get them), in Redis
+    // beside them when there is one.
+    let stream_hub =
+        Hub::builder().max_event_bytes(http_stream::MAX_CONTENT + http_stream::MAX_OVERHEAD);
+    let stream_hub = match &config.redis {
+        None => stream_hub.build(),
+        Some((url, prefix)) => {
+            let store = RedisStore::builder(url)
+                .prefix(format!("{prefix}:stream"))
+                .connect()
+                .await
+                .map_err(|err| err.to_string())?;
+            stream_hub.store(store).build()
+        }
+    };
+    let limits = stream::Limits {
+        streams: config.max_streams,
+        per_channel: config.max_streams_per_channel,
+        buffer: config.stream_buffer,
+    };
     let upstream = Upstream::new(
         config.upstream.clone(),
         sig_key,
@@ -107,6 +134,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         channels: Channels::new(REMEMBERED_CHANNELS),
         metrics: Metrics::default(),
         config: config.clone(),
+        streams: Streams::new(stream_hub, limits),
     });
 
     let gateway = Gateway {
@@ -128,10 +156,11 @@ pub async fn run(config: Config) -> Result<(), String> {
                 let mut held = held.clone();
                 Box::pin(async move {
                     // Readiness is the gateway's, which is always ready.
-                    let response: Response<_> = match held.call(request).await {
+                    let mut response: Response<_> = match held.call(request).await {
                         Ok(response) => response,
                         Err(never) => match never {},
                     };
+                    items::apply_reason(&mut response);
                     response.map(|body| -> ProxyBody { body.boxed_unsync() })
                 })
             })
@@ -151,10 +180,12 @@ pub async fn run(config: Config) -> Result<(), String> {
     let signals = {
         let stop = stop.clone();
         let hub = hub.clone();
+        let state = Arc::clone(&state);
         tokio::spawn(async move {
             shutdown_signal().await;
-            tracing::info!("shutting down: answering held requests with 503");
+            tracing::info!("shutting down: answering held requests with 503, ending streams");
             hub.shutdown();
+            state.streams.shutdown();
             stop.cancel();
         })
     };

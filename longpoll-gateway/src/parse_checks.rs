@@ -13,8 +13,11 @@ use tower_longpoll::Hub;
 
 use crate::config::{Args, Config};
 use crate::grip::{self, Instruction, MAX_CHANNELS, Whole};
+use crate::http_stream::{self, KeptItem};
 use crate::items;
 use crate::jwt::{self, JwtError};
+use crate::stream::filter::MAX_FILTERS;
+use crate::stream::instruct::MAX_KEEP_ALIVE;
 
 /// An upstream response from the text of a `fuzz/corpus/grip_headers`
 /// file, which reads like a response head; `None` when the `http` crate
@@ -75,6 +78,20 @@ pub fn check_grip(status: StatusCode, headers: HeaderMap, body: Bytes) {
             assert!(!by_headers, "Grip-Hold was given");
             check_whole(&whole, status);
         }
+        Ok(Instruction::Stream(stream)) => {
+            assert!(stream.channels.len() <= MAX_CHANNELS, "{stream:?}");
+            assert!(stream.held || stream.next.is_some(), "{stream:?}");
+            assert!(stream.held || stream.channels.is_empty(), "{stream:?}");
+            for channel in &stream.channels {
+                assert!(!channel.name.is_empty(), "{stream:?}");
+                assert!(channel.filters.len() <= MAX_FILTERS, "{stream:?}");
+            }
+            if let Some(keep_alive) = &stream.keep_alive {
+                assert!(keep_alive.every >= Duration::from_secs(1), "{stream:?}");
+                assert!(keep_alive.data.len() <= MAX_KEEP_ALIVE, "{stream:?}");
+            }
+            check_whole(&stream.response, status);
+        }
         Err(message) => assert!(!message.is_empty()),
     }
 }
@@ -107,10 +124,10 @@ fn check_whole(whole: &Whole, upstream: StatusCode) {
     }
 }
 
-/// `items::parse` on any publish body: every listed item is published or
-/// counted as ignored; channels are ids the hub takes; bodies are within
-/// the limit; a refusal of a body with an `items` list names the item, and
-/// the field when the item is an object.
+/// `items::parse` on any publish body: every listed item is published
+/// (each with a format the gateway serves); channels are ids the hub takes;
+/// bodies are within the limit; a refusal of a body with an `items` list
+/// names the item, and the field when the item is an object.
 pub fn check_publish(body: &[u8]) {
     let list = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
@@ -118,17 +135,28 @@ pub fn check_publish(body: &[u8]) {
     let listed = list.as_ref().map(Vec::len);
     match items::parse(body) {
         Ok(parsed) => {
-            assert_eq!(Some(parsed.items.len() + parsed.ignored.len()), listed);
+            assert_eq!(Some(parsed.items.len()), listed);
+            assert!(parsed.ignored.len() <= parsed.items.len());
             for item in &parsed.items {
                 let channel = &item.channel;
                 assert!(!channel.is_empty() && channel.len() <= items::MAX_CHANNEL);
                 assert!(!channel.chars().any(char::is_control), "{channel:?}");
-                assert!(item.event.data().len() <= items::MAX_EVENT);
-                if let Some(status) = item.event.status_value() {
-                    assert!(
-                        (200..=599).contains(&status.as_u16()),
-                        "an event a client cannot be sent: {item:?}"
-                    );
+                assert!(item.response.is_some() || item.stream.is_some(), "{item:?}");
+                if let Some(event) = &item.response {
+                    assert!(event.data().len() <= items::MAX_EVENT);
+                    if let Some(status) = event.status_value() {
+                        assert!(
+                            (200..=599).contains(&status.as_u16()),
+                            "an event a client cannot be sent: {item:?}"
+                        );
+                    }
+                }
+                if let Some(stream) = &item.stream {
+                    assert!(stream.content.len() <= http_stream::MAX_CONTENT);
+                    let event = stream.to_event();
+                    let kept = KeptItem::decode(&event).expect("a kept item reads back");
+                    assert_eq!(kept.content, stream.content);
+                    assert_eq!(kept.id, stream.id.as_deref());
                 }
             }
         }
@@ -215,6 +243,7 @@ pub fn check_config(args: Args, toml: &str) {
             assert!(config.upstream.authority().is_some());
             let layer = config.poll_layer(Hub::new());
             assert_eq!(layer.is_some(), !config.routes.is_empty());
+            assert!(config.stream_buffer >= 1, "{config:?}");
         }
         Err(message) => assert!(!message.is_empty()),
     }
@@ -338,6 +367,13 @@ mod tests {
         "id",
         "formats",
         "http-response",
+        "http-stream",
+        "content",
+        "content-bin",
+        "ws-message",
+        "meta",
+        "keep-alive",
+        "filters",
         "action",
         "Content-Type",
         "Grip-Hold",
@@ -574,26 +610,68 @@ mod tests {
         Some(headers)
     }
 
+    /// An `http-stream` object, near valid.
+    fn http_stream() -> BoxedStrategy<Value> {
+        (
+            prop_oneof![
+                4 => (option::of(or_junk("\\PC{0,20}".prop_map(Value::from))), Just(None)),
+                1 => (Just(None), option::of(or_junk("([A-Za-z0-9+/]{4}){0,4}".prop_map(Value::from)))),
+            ],
+            option::weighted(0.3, select(&["send", "close", "hint", "refresh"][..]).prop_map(Value::from)),
+            option::weighted(0.2, or_junk(Just(json!(["build-id"])))),
+        )
+            .prop_map(|((content, content_bin), action, filters)| {
+                fields(vec![
+                    ("content", content),
+                    ("content-bin", content_bin),
+                    ("action", action),
+                    ("content-filters", filters),
+                ])
+            })
+            .boxed()
+    }
+
     /// A publish body, near valid.
     fn publish_body() -> impl Strategy<Value = Value> {
-        let format = prop_oneof![6 => http_response(), 1 => json(KEYS)];
+        let format = prop_oneof![
+            4 => http_response().prop_map(|f| json!({ "http-response": f })),
+            2 => http_stream().prop_map(|f| json!({ "http-stream": f })),
+            1 => (http_response(), http_stream())
+                .prop_map(|(r, s)| json!({ "http-response": r, "http-stream": s, "ws-message": {} })),
+            1 => Just(json!({ "ws-message": {"content": "x"} })),
+            1 => json(KEYS),
+        ]
+        // Boxed: the nested strategy types overflow a test thread's stack.
+        .boxed();
         let item = (
             option::weighted(0.95, channel_name()),
             option::of(or_junk("[a-z0-9]{0,6}".prop_map(Value::from))),
             option::weighted(0.2, or_junk("[a-z0-9]{0,6}".prop_map(Value::from))),
             prop_oneof![
-                4 => format
-                    .clone()
-                    .prop_map(|f| Some(("formats", json!({ "http-response": f })))),
-                2 => format.prop_map(|f| Some(("http-response", f))),
-                1 => json(KEYS).prop_map(|f| Some(("formats", f))),
+                4 => format.clone().prop_map(|f| Some((true, f))),
+                2 => format.prop_map(|f| Some((false, f))),
                 1 => Just(None),
             ],
+            option::weighted(0.2, or_junk(Just(json!({"skip_users": "a,b"})))),
         )
-            .prop_map(|(channel, id, prev_id, format)| {
-                let mut item = fields(vec![("channel", channel), ("id", id), ("prev-id", prev_id)]);
-                if let (Some((key, value)), Value::Object(map)) = (format, &mut item) {
-                    map.insert(key.to_owned(), value);
+            .prop_map(|(channel, id, prev_id, formats, meta)| {
+                let mut item = fields(vec![
+                    ("channel", channel),
+                    ("id", id),
+                    ("prev-id", prev_id),
+                    ("meta", meta),
+                ]);
+                if let (Some((nested, formats)), Value::Object(map)) = (formats, &mut item) {
+                    match (nested, formats) {
+                        (true, formats) => {
+                            map.insert("formats".to_owned(), formats);
+                        }
+                        // On the item itself, as gripcontrol puts them.
+                        (false, Value::Object(formats)) => map.extend(formats),
+                        (false, other) => {
+                            map.insert("formats".to_owned(), other);
+                        }
+                    }
                 }
                 item
             });
@@ -666,6 +744,9 @@ mod tests {
         "tls-key",
         "redis",
         "redis-prefix",
+        "max-streams",
+        "max-streams-per-channel",
+        "stream-buffer",
         "nonsense",
     ];
 

@@ -12,31 +12,28 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, UPGRADE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
-use crate::grip::{self, GRIP_LAST, GRIP_SIG, Instruction};
-use crate::headers::{remove_grip, remove_hop_by_hop};
+use crate::grip::{
+    self, FEATURES, GRIP_FEATURE, GRIP_LAST, GRIP_SIG, Instruction, MAX_INSTRUCTION_BODY,
+};
+use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO, remove_grip, remove_hop_by_hop};
 use crate::hold::{self, Outcome};
 use crate::reply::{BoxError, ProxyBody, empty, full, text};
 use crate::server::ClientInfo;
 use crate::state::{State, add};
+use crate::stream;
 use crate::upstream::Failure;
 
 /// A request body up to this size is kept, so that the request can be sent
 /// again with `Grip-Last`; a larger one is streamed and never retried.
 const REPLAYABLE_BODY: u64 = 64 * 1024;
-/// The most bytes of GRIP instructions (and of the response kept for the
-/// timeout) read from the upstream.
-const MAX_INSTRUCTION_BODY: usize = 1024 * 1024;
 /// Rounds of `prev-id` → `Grip-Last` retries before a hold just waits.
 const MAX_RETRIES: usize = 3;
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The service behind the layer: forwards every request it gets.
 #[derive(Clone)]
@@ -83,7 +80,7 @@ impl Outgoing {
 }
 
 async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<ProxyBody> {
-    let client = request.extensions().get::<ClientInfo>().copied();
+    let client = request.extensions().get::<ClientInfo>().cloned();
     let wants_upgrade = request.version() == Version::HTTP_11
         && request.headers().contains_key(UPGRADE)
         && request
@@ -132,9 +129,9 @@ async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<
             return text(StatusCode::BAD_GATEWAY, "the request cannot be retried");
         };
         let mut upstream_request = Request::from_parts(clone_head(&parts), body);
-        upstream_request
-            .headers_mut()
-            .insert(GRIP_SIG, state.upstream.grip_sig());
+        let headers = upstream_request.headers_mut();
+        headers.insert(GRIP_SIG, state.upstream.grip_sig());
+        headers.insert(GRIP_FEATURE, FEATURES);
         add(&state.metrics.proxied);
         let response = match state.upstream.send(upstream_request).await {
             Ok(response) => response,
@@ -167,6 +164,16 @@ async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<
         }
 
         let (head, body) = response.into_parts();
+        if grip::streams_its_body(&head.headers) {
+            // A stream's first body goes to the client as it comes.
+            return match grip::parse(head.status, head.headers, Bytes::new()) {
+                Ok(Instruction::Stream(stream)) => {
+                    stream::start(&state, stream, Some(body), origin(&state, &parts)).await
+                }
+                Ok(_) => bad_instructions(&state, &parts, "not a stream".into()),
+                Err(err) => bad_instructions(&state, &parts, err),
+            };
+        }
         let read = Limited::new(body, MAX_INSTRUCTION_BODY).collect();
         let body = match tokio::time::timeout(state.config.upstream_timeout, read).await {
             Ok(Ok(collected)) => collected.to_bytes(),
@@ -192,17 +199,13 @@ async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<
         };
         let instruction = match grip::parse(head.status, head.headers, body) {
             Ok(instruction) => instruction,
-            Err(err) => {
-                add(&state.metrics.bad_instructions);
-                tracing::warn!(error = %err, path = parts.uri.path(), "bad GRIP instructions");
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("the upstream's GRIP instructions cannot be followed: {err}"),
-                );
-            }
+            Err(err) => return bad_instructions(&state, &parts, err),
         };
         let hold = match instruction {
             Instruction::Respond(whole) => return hold::whole_response(whole),
+            Instruction::Stream(stream) => {
+                return stream::start(&state, stream, None, origin(&state, &parts)).await;
+            }
             Instruction::Hold(hold) => hold,
         };
         let may_retry = outgoing.replayable() && retries < MAX_RETRIES;
@@ -223,6 +226,28 @@ async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<
             }
         }
     }
+}
+
+/// `502` for instructions the gateway cannot follow.
+fn bad_instructions(state: &State, parts: &Parts, err: String) -> Response<ProxyBody> {
+    add(&state.metrics.bad_instructions);
+    tracing::warn!(error = %err, path = parts.uri.path(), "bad GRIP instructions");
+    text(
+        StatusCode::BAD_GATEWAY,
+        &format!("the upstream's GRIP instructions cannot be followed: {err}"),
+    )
+}
+
+/// What a stream keeps of its request: the client's URL (for relative
+/// links), the forwarded `Host` and `X-Forwarded-*`, and how to close the
+/// client's connection.
+fn origin(state: &State, parts: &Parts) -> stream::Origin {
+    let target = state.upstream.client_target(&parts.uri);
+    let abort = parts
+        .extensions
+        .get::<ClientInfo>()
+        .and_then(|client| client.abort.clone());
+    stream::Origin::of(&target, &parts.headers, abort)
 }
 
 /// The head sent upstream: no hop-by-hop and no client `Grip-*` headers,

@@ -140,14 +140,22 @@ async fn publish_items(state: &State, request: Request<Incoming>) -> Response<Pr
     };
     for channel in &parsed.ignored {
         add(&state.metrics.ignored_items);
-        tracing::debug!(channel, "publish item without http-response format ignored");
+        tracing::debug!(channel, "a publish item's ws-message format ignored");
     }
     for (index, item) in parsed.items.into_iter().enumerate() {
-        if let Err(response) = publish_one(state, &item.channel, item.id.as_deref(), item.event)
-            .await
-            .map_err(|err| failed(&format!("items[{index}]"), err))
-        {
-            return response;
+        let channel = item.channel.as_str();
+        if let Some(event) = item.response {
+            if let Err(err) = publish_one(state, channel, item.id.as_deref(), event).await {
+                return failed(&format!("items[{index}]"), err);
+            }
+        } else {
+            add(&state.metrics.published_items);
+        }
+        if let Some(stream) = &item.stream {
+            if let Err(err) = state.streams.publish(channel, stream).await {
+                return failed(&format!("items[{index}].http-stream"), err);
+            }
+            tracing::debug!(channel, id = item.id, "published to streams");
         }
     }
     text(StatusCode::OK, "Published")

@@ -22,15 +22,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::reply::ProxyBody;
 
-/// How a connection's requests are answered.
 /// Who is on the other end of a client connection; set by the server on
 /// every request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ClientInfo {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// Closes the client's HTTP/1.1 connection when cancelled: how a stream
+    /// drops a client that stopped reading, whose connection hyper would
+    /// otherwise keep waiting on (`None` on HTTP/2, where the stream is
+    /// reset on its own).
+    pub abort: Option<CancellationToken>,
 }
 
+/// How a connection's requests are answered.
 pub type Handler = Arc<
     dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>
         + Send
@@ -101,12 +106,18 @@ pub async fn serve(
             },
         };
         set_options(&tcp, &keepalive);
+        let aborted = CancellationToken::new();
         let info = ClientInfo {
             addr: peer,
             tls: tls.is_some(),
+            abort: Some(aborted.clone()),
         };
         let handler = Arc::clone(&handler);
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            let mut info = info.clone();
+            if request.version() == http::Version::HTTP_2 {
+                info.abort = None;
+            }
             request.extensions_mut().insert(info);
             let response = handler(request);
             async move { Ok::<_, std::convert::Infallible>(response.await) }
@@ -118,7 +129,8 @@ pub async fn serve(
             let result = match tls {
                 None => match sniff_http2(&tcp).await {
                     Ok(http2) => {
-                        serve_connection(TokioIo::new(tcp), http2, service, watcher, stop).await
+                        serve_connection(TokioIo::new(tcp), http2, service, watcher, stop, aborted)
+                            .await
                     }
                     Err(_) => return,
                 },
@@ -136,7 +148,8 @@ pub async fn serve(
                             }
                         };
                     let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve_connection(TokioIo::new(stream), http2, service, watcher, stop).await
+                    serve_connection(TokioIo::new(stream), http2, service, watcher, stop, aborted)
+                        .await
                 }
             };
             if let Err(err) = result {
@@ -161,6 +174,7 @@ async fn serve_connection<I, S>(
     service: S,
     watcher: hyper_util::server::graceful::Watcher,
     stop: CancellationToken,
+    aborted: CancellationToken,
 ) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -188,8 +202,13 @@ where
             result = connection.as_mut() => result,
             () = stop.cancelled() => {
                 connection.as_mut().graceful_shutdown();
-                connection.await
+                tokio::select! {
+                    result = connection => result,
+                    () = aborted.cancelled() => Ok(()),
+                }
             }
+            // Dropped, not finished: its client was not reading.
+            () = aborted.cancelled() => Ok(()),
         };
         drop(watcher);
         result

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tower_longpoll::{Cursor, Hub};
 
 use crate::config::Config;
+use crate::stream::Streams;
 use crate::upstream::Upstream;
 
 pub struct State {
@@ -17,6 +18,8 @@ pub struct State {
     pub upstream: Upstream,
     pub channels: Channels,
     pub metrics: Metrics,
+    /// GRIP streams: their log (a hub of its own), limits and counters.
+    pub streams: Streams,
 }
 
 /// The last id published on each channel, for `prev-id` checks: a hold
@@ -263,7 +266,7 @@ impl State {
         metric(
             "longpoll_gateway_ignored_items_total",
             "counter",
-            "Publish items without an http-response format, ignored.",
+            "Publish items with a format the gateway does not serve (ws-message), ignored.",
             get(&m.ignored_items),
         );
         metric(
@@ -278,6 +281,7 @@ impl State {
             "Publish calls refused with 401.",
             get(&m.publish_unauthorized),
         );
+        self.streams.render_metrics(&mut out);
         out
     }
 }

@@ -69,6 +69,20 @@ impl Upstream {
         Ok(Uri::from_parts(parts)?)
     }
 
+    /// The client's path and query of an upstream URL that [`url_for`]
+    /// made: the base's path prefix taken off.
+    ///
+    /// [`url_for`]: Upstream::url_for
+    pub fn client_target(&self, uri: &Uri) -> String {
+        let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let prefix = self.base.path().trim_end_matches('/');
+        match target.strip_prefix(prefix) {
+            Some(rest) if rest.starts_with('/') => rest.to_owned(),
+            Some(rest) if rest.is_empty() || rest.starts_with('?') => format!("/{rest}"),
+            _ => target.to_owned(),
+        }
+    }
+
     /// A fresh `Grip-Sig`: HS256, `iss`, and an `exp` a few minutes ahead.
     pub fn grip_sig(&self) -> HeaderValue {
         let mut claims = Map::new();
@@ -119,6 +133,11 @@ mod tests {
         assert_eq!(up.url_for("http://other:1/x").unwrap(), "http://other:1/x");
         let bare = upstream("http://127.0.0.1:9");
         assert_eq!(bare.url_for("/a").unwrap(), "http://127.0.0.1:9/a");
+        for target in ["/a?b=1", "/", "/apiary"] {
+            let uri = up.url_for(target).unwrap();
+            assert_eq!(up.client_target(&uri), target);
+            assert_eq!(bare.client_target(&bare.url_for(target).unwrap()), target);
+        }
     }
 
     #[tokio::test]

@@ -1,116 +1,29 @@
-//! Interop with a GRIP library nobody here wrote: a Python backend using the
-//! PyPI package `gripcontrol` (tests/interop/grip_backend.py) checks our
-//! Grip-Sig, asks for holds with its header and JSON helpers, and publishes
-//! with its `GripPubControl`, against the real gateway binary.
+//! Interop with GRIP libraries nobody here wrote, run against the real
+//! gateway binary: a Python backend using the PyPI package `gripcontrol`
+//! (tests/interop/grip_backend.py) checks our Grip-Sig, asks for holds and
+//! streams with its header and JSON helpers, and publishes with its
+//! `GripPubControl`; and a Django app serving Server-Sent Events with
+//! `django-eventstream` (tests/interop/django_events.py).
 //!
-//! `.ci/run` installs `gripcontrol`; when the running `python3` cannot
-//! import it, this test makes a venv under `target/` and installs it there.
+//! `scripts/test.sh` installs the packages; when the running `python3`
+//! cannot import them, the test makes a venv under `target/` and installs
+//! them there (`tests/support/python.rs`).
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-
 use http::StatusCode;
-use support::Gateway;
-use support::{Conn, get, within};
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// The version `.ci/run` installs too.
-const GRIPCONTROL: &str = "gripcontrol==4.4.0";
-const SIG_KEY: &str = "interop-sig-key";
-const SIG_ISS: &str = "interop-gateway";
-const PUBLISH_KEY: &str = "interop-publish-key";
-
-fn can_import(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import gripcontrol"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-/// A Python that imports gripcontrol: `python3` itself, or a venv under
-/// target/ that gets it from PyPI.
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let system = PathBuf::from("python3");
-        if can_import(&system) {
-            return system;
-        }
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gripcontrol-venv");
-        let python = venv.join("bin").join("python");
-        if !can_import(&python) {
-            let made = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .expect("python3 runs");
-            assert!(made.success(), "python3 -m venv {} failed", venv.display());
-            let installed = Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", GRIPCONTROL])
-                .status()
-                .expect("pip runs");
-            assert!(installed.success(), "pip install {GRIPCONTROL} failed");
-        }
-        assert!(can_import(&python), "gripcontrol is not importable");
-        python
-    })
-}
-
-/// The Python backend, stopped (by its PID) when dropped.
-struct Backend {
-    child: Child,
-    url: String,
-}
-
-impl Backend {
-    async fn start() -> Backend {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/grip_backend.py");
-        let mut child = Command::new(python())
-            .arg(script)
-            .args([SIG_KEY, SIG_ISS, "interop-publisher", PUBLISH_KEY])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = within("the backend to start", lines.next_line())
-            .await
-            .unwrap()
-            .expect("a first line");
-        let url = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Backend { child, url }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::python::{Backend, gateway_args};
+use support::streams::{Ending, Streamed};
+use support::{Conn, Gateway, get};
 
 /// Asks the backend to publish through gripcontrol to the gateway.
 async fn backend_publishes(backend: &Backend, gateway: &Gateway, path: &str, body: &str) {
-    let addr = backend
-        .url
-        .strip_prefix("http://")
-        .unwrap()
-        .parse()
-        .unwrap();
     let control = format!("http://{}", gateway.publish);
-    let mut conn = Conn::connect(addr).await;
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let mut conn = Conn::connect(backend.addr).await;
     conn.send_with_body(
         "POST",
-        &format!("{path}?control={control}"),
+        &format!("{path}{separator}control={control}"),
         &[],
         body.as_bytes(),
     )
@@ -121,31 +34,12 @@ async fn backend_publishes(backend: &Backend, gateway: &Gateway, path: &str, bod
 
 #[tokio::test]
 async fn a_gripcontrol_backend_holds_and_publishes_through_the_gateway() {
-    let backend = Backend::start().await;
-    let gateway = Gateway::start(
-        &backend.url,
-        &[
-            "--sig-key",
-            SIG_KEY,
-            "--sig-iss",
-            SIG_ISS,
-            "--publish-key",
-            PUBLISH_KEY,
-            "--grip-timeout-min",
-            "1",
-        ],
-    )
-    .await;
+    let backend = Backend::gripcontrol().await;
+    let gateway = Gateway::start(&backend.url, &gateway_args()).await;
 
     // gripcontrol's validate_sig accepts our Grip-Sig, and only ours.
     assert_eq!(get(gateway.addr, "/sig").await.text(), "valid");
-    let direct = backend
-        .url
-        .strip_prefix("http://")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(get(direct, "/sig").await.text(), "invalid");
+    assert_eq!(get(backend.addr, "/sig").await.text(), "invalid");
 
     // A hold from create_grip_channel_header, released by GripPubControl
     // (a JWT-authenticated EPCP publish with the format on the item).
@@ -191,5 +85,145 @@ async fn a_gripcontrol_backend_holds_and_publishes_through_the_gateway() {
             .metric("longpoll_gateway_published_items_total")
             .await,
         2
+    );
+}
+
+#[tokio::test]
+async fn a_gripcontrol_stream_is_kept_alive_fed_resumed_and_closed_through_the_gateway() {
+    let backend = Backend::gripcontrol().await;
+    let gateway = Gateway::start(&backend.url, &gateway_args()).await;
+
+    // create_hold_stream, with a Grip-Keep-Alive of a second.
+    let mut stream = Streamed::open(gateway.addr, "/stream-hold/py-stream?keep=1", &[]).await;
+    assert_eq!(stream.status, StatusCode::OK);
+    assert_eq!(stream.header("content-type"), Some("text/plain"));
+    assert!(
+        stream
+            .headers
+            .keys()
+            .all(|n| !n.as_str().starts_with("grip-"))
+    );
+    assert_eq!(stream.until("stream open\n").await, "stream open\n");
+    assert_eq!(stream.until("keep-alive\n").await, "keep-alive\n");
+
+    // GripPubControl.publish_http_stream, with ids.
+    let path = "/publish-stream/py-stream?id=1";
+    backend_publishes(&backend, &gateway, path, "one from python\n").await;
+    assert_eq!(stream.until("python\n").await, "one from python\n");
+    drop(stream);
+
+    // Published while the client is away; it comes back with the id it
+    // had as prev-id (gripcontrol's Channel(prev_id=...)).
+    let path = "/publish-stream/py-stream?id=2&prev=1";
+    backend_publishes(&backend, &gateway, path, "two\n").await;
+    let path = "/publish-stream/py-stream?id=3&prev=2";
+    backend_publishes(&backend, &gateway, path, "three\n").await;
+    let mut back = Streamed::open(gateway.addr, "/stream-hold/py-stream?last=1", &[]).await;
+    assert_eq!(back.until("three\n").await, "stream open\ntwo\nthree\n");
+
+    // HttpStreamFormat(close=True) ends the stream cleanly.
+    backend_publishes(&backend, &gateway, "/publish-close/py-stream", "").await;
+    let (rest, ending) = back.end().await;
+    assert_eq!(ending, Ending::Clean);
+    assert!(rest.chars().all(|c| "keep-alive\n".contains(c)), "{rest:?}");
+    assert_eq!(
+        gateway
+            .metric("longpoll_gateway_publish_unauthorized_total")
+            .await,
+        0
+    );
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, PartialEq, Eq)]
+struct Sse {
+    event: String,
+    id: String,
+    data: String,
+}
+
+/// The next event of the stream, comment blocks and keep-alives skipped.
+async fn next_event(stream: &mut Streamed) -> Sse {
+    loop {
+        let block = stream.until("\n\n").await;
+        let mut event = Sse {
+            event: "message".into(),
+            id: String::new(),
+            data: String::new(),
+        };
+        let mut fields = 0;
+        for line in block.lines() {
+            if let Some((name, value)) = line.split_once(':') {
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match name {
+                    "event" => event.event = value.into(),
+                    "id" => event.id = value.into(),
+                    "data" => event.data = value.into(),
+                    _ => continue,
+                }
+                fields += 1;
+            }
+        }
+        if fields > 0 && event.event != "keep-alive" {
+            return event;
+        }
+    }
+}
+
+fn message(n: u32) -> Sse {
+    Sse {
+        event: "message".into(),
+        id: format!("test:{n}"),
+        data: format!("{{\"n\": {n}}}"),
+    }
+}
+
+async fn send(gateway: &Gateway, n: u32) {
+    let reply = get(gateway.addr, &format!("/send?n={n}")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn django_eventstream_streams_and_resumes_with_last_event_id_through_the_gateway() {
+    let (_app, gateway) = Backend::django_behind_a_gateway().await;
+
+    let mut stream = Streamed::open(gateway.addr, "/events/", &[]).await;
+    assert_eq!(stream.status, StatusCode::OK);
+    assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+    assert!(
+        stream
+            .headers
+            .keys()
+            .all(|n| !n.as_str().starts_with("grip-"))
+    );
+    assert_eq!(next_event(&mut stream).await.event, "stream-open");
+    // send_event publishes through the gateway (http-stream, build-id and
+    // skip-users filters, prev-id): each event has its id.
+    send(&gateway, 1).await;
+    send(&gateway, 2).await;
+    assert_eq!(next_event(&mut stream).await, message(1));
+    assert_eq!(next_event(&mut stream).await, message(2));
+
+    // The client goes away and misses three events.
+    drop(stream);
+    gateway
+        .metric_is("longpoll_gateway_grip_stream_gone_total", 1)
+        .await;
+    for n in 3..=5 {
+        send(&gateway, n).await;
+    }
+    let mut back = Streamed::open(gateway.addr, "/events/", &[("last-event-id", "test:2")]).await;
+    assert_eq!(next_event(&mut back).await.event, "stream-open");
+    for n in 3..=5 {
+        assert_eq!(next_event(&mut back).await, message(n));
+    }
+    // Exactly those three: the next one is the next event sent.
+    send(&gateway, 6).await;
+    assert_eq!(next_event(&mut back).await, message(6));
+    assert_eq!(
+        gateway
+            .metric("longpoll_gateway_grip_stream_filtered_total")
+            .await,
+        0
     );
 }

@@ -6,6 +6,7 @@
 //! It depends on neither `tower-longpoll` nor `longpoll-gateway`: each
 //! crate's `tests/support/` adds what is its own on top of it.
 
+pub mod browser;
 pub mod chaos;
 pub mod conn;
 pub mod example;

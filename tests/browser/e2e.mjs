@@ -16,10 +16,8 @@
 // It prints `E2E ok` at the end; any failure exits non-zero with the reason.
 
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import readline from 'node:readline';
-import { chromium } from 'playwright-core';
+import { check, eventually, launch } from './chromium.mjs';
 
 const [base, client, mode, extra] = process.argv.slice(2);
 if (!base || !client || !['demo', 'keep', 'cors'].includes(mode) || (mode === 'cors' && !extra)) {
@@ -30,10 +28,8 @@ if (!base || !client || !['demo', 'keep', 'cors'].includes(mode) || (mode === 'c
 const screenshot = mode === 'cors' ? undefined : extra;
 // Where the polls go: the page's own origin, or the API's in cors mode.
 const api = mode === 'cors' ? extra : base;
-const WAIT = 20_000;
 const log = (...args) => console.error('[e2e]', ...args);
 const say = line => process.stdout.write(`E2E ${line}\n`);
-const check = (condition, message) => { if (!condition) throw new Error(message); };
 
 const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 async function readLine() {
@@ -49,15 +45,6 @@ async function metric(name) {
   return Number(line.split(' ')[1]);
 }
 
-async function eventually(what, probe) {
-  const deadline = Date.now() + WAIT;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for: ${what}`);
-    await new Promise(resolve => setTimeout(resolve, 25));
-  }
-}
 
 // The events a tab shows, oldest first (the page puts the newest on top).
 const shown = page => page.$$eval('#events li', items => items.reverse().map(li => ({
@@ -79,14 +66,7 @@ async function shows(page, name, texts) {
 const statusText = page => page.$eval('#status', el => el.textContent);
 const isLeader = page => page.evaluate(() => window.longpoll.leader);
 
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'longpoll-e2e-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 900, height: 620 },
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const { context, profile } = await launch('e2e', { viewport: { width: 900, height: 620 } });
 const watchdog = setTimeout(async () => {
   console.error('[e2e] took over 3 minutes: giving up');
   await context.close().catch(() => {});

@@ -1,9 +1,9 @@
 """A GRIP backend written with the PyPI package `gripcontrol`, for the
 gateway's interop test (longpoll-gateway/tests/interop.rs).
 
-It checks Grip-Sig with gripcontrol's validate_sig, asks for holds with
-gripcontrol's header and JSON helpers, and publishes with GripPubControl,
-exactly as a backend written for Pushpin would.
+It checks Grip-Sig with gripcontrol's validate_sig, asks for holds and
+streams with gripcontrol's header and JSON helpers, and publishes with
+GripPubControl, exactly as a backend written for Pushpin would.
 
 Usage: grip_backend.py SIG_KEY SIG_ISS PUBLISH_ISS PUBLISH_KEY
 Prints "listening on http://127.0.0.1:PORT", then serves until killed.
@@ -12,10 +12,18 @@ GET  /sig                      "valid" when Grip-Sig verifies, else "invalid"
 GET  /headers-hold/CHANNEL     hold via Grip-* headers (if Grip-Sig verifies)
 GET  /json-hold/CHANNEL?timeout=N
                                hold via application/grip-instruct
+GET  /stream-hold/CHANNEL?last=ID&keep=1
+                               a stream hold (create_hold_stream) on CHANNEL with
+                               prev-id ID, first body "stream open\n"; with keep,
+                               a keep-alive "keep-alive\n" every second
 POST /publish/CHANNEL?control=URL
                                publish the request body (text) with GripPubControl
 POST /publish-bin/CHANNEL?control=URL
                                publish the bytes 00 01 ff
+POST /publish-stream/CHANNEL?control=URL&id=ID&prev=PREV
+                               publish the request body as an http-stream item
+POST /publish-close/CHANNEL?control=URL
+                               publish an http-stream close
 """
 
 import sys
@@ -26,9 +34,11 @@ from gripcontrol import (
     Channel,
     GripPubControl,
     HttpResponseFormat,
+    HttpStreamFormat,
     Response,
     create_grip_channel_header,
     create_hold_response,
+    create_hold_stream,
     validate_sig,
 )
 
@@ -86,6 +96,20 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(
                 200, instruct, [("Content-Type", "application/grip-instruct")]
             )
+        if len(parts) == 2 and parts[0] == "stream-hold":
+            if not self.proxied():
+                return self.reply(200, "not proxied")
+            last = query.get("last", [None])[0]
+            instruct = create_hold_stream(
+                Channel(parts[1], prev_id=last),
+                Response(headers={"Content-Type": "text/plain"}, body="stream open\n"),
+            )
+            headers = [("Content-Type", "application/grip-instruct")]
+            if "keep" in query:
+                # gripcontrol has no keep-alive helper: the header, as
+                # django-grip writes it.
+                headers.append(("Grip-Keep-Alive", "keep-alive\\n; format=cstring; timeout=1"))
+            return self.reply(200, instruct, headers)
         return self.reply(404, "not found")
 
     def do_POST(self):
@@ -94,7 +118,8 @@ class Handler(BaseHTTPRequestHandler):
         parts = url.path.strip("/").split("/")
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length) if length else b""
-        if len(parts) != 2 or parts[0] not in ("publish", "publish-bin"):
+        kinds = ("publish", "publish-bin", "publish-stream", "publish-close")
+        if len(parts) != 2 or parts[0] not in kinds:
             return self.reply(404, "not found")
         publisher = GripPubControl(
             {
@@ -103,16 +128,28 @@ class Handler(BaseHTTPRequestHandler):
                 "key": PUBLISH_KEY,
             }
         )
+        stream = parts[0] in ("publish-stream", "publish-close")
         if parts[0] == "publish":
             message = HttpResponseFormat(
                 code=200,
                 headers={"Content-Type": "text/plain", "X-From": "gripcontrol"},
                 body=body.decode("utf-8"),
             )
-        else:
+        elif parts[0] == "publish-bin":
             message = HttpResponseFormat(body=b"\x00\x01\xff")
+        elif parts[0] == "publish-stream":
+            message = HttpStreamFormat(body.decode("utf-8"))
+        else:
+            message = HttpStreamFormat(close=True)
+        item_id = query.get("id", [None])[0]
+        prev_id = query.get("prev", [None])[0]
         try:
-            publisher.publish_http_response(parts[1], message, blocking=True)
+            if stream:
+                publisher.publish_http_stream(
+                    parts[1], message, id=item_id, prev_id=prev_id, blocking=True
+                )
+            else:
+                publisher.publish_http_response(parts[1], message, blocking=True)
         except Exception as err:  # the test shows the publisher's own error
             return self.reply(500, "publish failed: %s" % err)
         finally:

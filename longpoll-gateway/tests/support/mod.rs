@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod python;
+pub mod streams;
 pub mod upstream;
 
 #[allow(unused_imports)]

@@ -303,5 +303,5 @@ async fn ws(mut request: Request) -> Response {
 }
 
 async fn bad_grip() -> Response {
-    ([("grip-hold", "stream"), ("grip-channel", "x")], "").into_response()
+    ([("grip-hold", "streaming"), ("grip-channel", "x")], "").into_response()
 }
