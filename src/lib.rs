@@ -82,6 +82,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+pub mod browser;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
@@ -91,6 +92,8 @@ mod error;
 mod event;
 mod future;
 mod hub;
+#[cfg(feature = "serde")]
+mod json;
 mod keepalive;
 mod layer;
 mod params;

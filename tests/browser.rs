@@ -12,6 +12,12 @@
 //!   shared store would in production): events published while the server
 //!   is down are all delivered, in order, with no gap.
 //!
+//! And across origins: the demo page served on one origin polls and
+//! publishes on the demo's API on another, which answers CORS for it, with
+//! the API's cookie (`credentials: 'include'`); the API restarts on its
+//! store (the page resumes by its cursor) and on a new one (the page reads
+//! `Longpoll-Gap`).
+//!
 //! Needs `/usr/bin/chromium` and node (`.ci/run` installs chromium); the
 //! test runs `npm ci` in `tests/browser` when playwright-core is missing.
 
@@ -51,7 +57,9 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(base: &str, client: &str, mode: &str, screenshot: Option<&Path>) -> Driver {
+    /// `extra`: the screenshot's path (modes demo and keep), the API's base
+    /// URL (mode cors).
+    fn start(base: &str, client: &str, mode: &str, extra: Option<&str>) -> Driver {
         let mut command = Command::new("node");
         command
             .arg("e2e.mjs")
@@ -60,12 +68,39 @@ impl Driver {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some(path) = screenshot {
-            command.arg(path);
+        if let Some(extra) = extra {
+            command.arg(extra);
         }
         let mut child = command.spawn().expect("node runs");
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         Driver { child, lines }
+    }
+
+    /// Runs another node script of `tests/browser` with `args`.
+    fn script(name: &str, args: &[&str]) -> Driver {
+        let mut child = Command::new("node")
+            .arg(name)
+            .args(args)
+            .current_dir(browser::dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Driver { child, lines }
+    }
+
+    /// The next line the script prints, which must be one of its `E2E`
+    /// lines.
+    async fn line(&mut self) -> String {
+        match self.lines.next_line().await.unwrap() {
+            Some(line) if line.starts_with("E2E ") => line,
+            other => {
+                let status = self.child.wait().await.unwrap();
+                panic!("the script printed {other:?} and ended ({status})");
+            }
+        }
     }
 
     /// Waits for the script to print `E2E <step>`.
@@ -136,6 +171,20 @@ async fn publish(addr: SocketAddr, client: &str, text: &str) -> String {
     reply.cursor()
 }
 
+/// Publishes `texts` to `client` on `store` while no server runs.
+async fn publish_offline(store: &Arc<dyn Store>, client: &str, texts: &[&str]) {
+    let offline = Hub::builder().shared_store(Arc::clone(store)).build();
+    for text in texts {
+        offline
+            .publish(
+                client,
+                tower_longpoll::Event::new(text.to_string()).content_type("text/plain"),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 fn go(expect: &[&str], gap: bool) -> String {
     let texts: Vec<String> = expect.iter().map(|t| format!("{t:?}")).collect();
     format!("go {{\"expect\":[{}],\"gap\":{gap}}}", texts.join(","))
@@ -153,7 +202,7 @@ async fn two_tabs_share_one_poll_and_recover_from_a_restart_of_the_demo() {
         script.header("content-type"),
         Some("text/javascript; charset=utf-8")
     );
-    assert_eq!(script.text(), demo_app::LONGPOLL_JS);
+    assert_eq!(script.text(), tower_longpoll::browser::LONGPOLL_JS);
     let client = "e2e-demo";
     let mut driver = Driver::start(&format!("http://{addr}"), client, "demo", None);
 
@@ -192,7 +241,12 @@ async fn events_published_while_the_server_is_down_reach_both_tabs() {
     let addr = server.addr;
     let client = "e2e-keep";
     let screenshot = target_dir().join("demo.png");
-    let mut driver = Driver::start(&format!("http://{addr}"), client, "keep", Some(&screenshot));
+    let mut driver = Driver::start(
+        &format!("http://{addr}"),
+        client,
+        "keep",
+        screenshot.to_str(),
+    );
 
     driver.expect("restart").await;
     server.hub.shutdown();
@@ -202,16 +256,7 @@ async fn events_published_while_the_server_is_down_reach_both_tabs() {
         "published while the server was down (2)",
         "published while the server was down (3)",
     ];
-    let offline = Hub::builder().shared_store(Arc::clone(&store)).build();
-    for text in meanwhile {
-        offline
-            .publish(
-                client,
-                tower_longpoll::Event::new(text).content_type("text/plain"),
-            )
-            .await
-            .unwrap();
-    }
+    publish_offline(&store, client, &meanwhile).await;
     let server = serve(listener_at(addr)).await;
     driver.say(&go(&meanwhile, false)).await;
 
@@ -220,6 +265,103 @@ async fn events_published_while_the_server_is_down_reach_both_tabs() {
     server.hub.shutdown();
     server.stop().await.expect("the server stops");
     keep_screenshot(&screenshot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_origin_polls_through_cors_and_resumes_after_restarts() {
+    let _browser = BROWSER.lock().await;
+    ensure_tools().await;
+    // The page's server: the demo's app, with nothing to do with the API.
+    let page_hub = Hub::new();
+    let page = TestServer::serve(
+        demo_app::router(page_hub.clone(), &demo_app::Options::default()),
+        page_hub,
+    )
+    .await;
+    let page_origin = format!("http://{}", page.addr);
+    // The API: the demo's app on another port (another origin), allowing
+    // the page's origin, on a store that outlives the first restart.
+    let options = demo_app::Options {
+        retry_after: Duration::from_secs(1),
+        allow_origins: vec![demo_app::parse_origin(&page_origin).unwrap()],
+        ..demo_app::Options::default()
+    };
+    let serve = |listener: tokio::net::TcpListener, store: &Arc<dyn Store>| {
+        let hub = Hub::builder().shared_store(Arc::clone(store)).build();
+        TestServer::serve_on(listener, demo_app::router(hub.clone(), &options), hub)
+    };
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let api = serve(support::listener(), &store).await;
+    let addr = api.addr;
+    let client = "e2e-cors";
+    let api_base = format!("http://{addr}");
+    let mut driver = Driver::start(&page_origin, client, "cors", Some(&api_base));
+
+    // A restart on the same store: the page resumes from its cursor.
+    driver.expect("restart").await;
+    api.hub.shutdown();
+    api.stop().await.expect("the API stops");
+    let meanwhile = [
+        "published while the API was down (1)",
+        "published while the API was down (2)",
+    ];
+    publish_offline(&store, client, &meanwhile).await;
+    let api = serve(listener_at(addr), &store).await;
+    driver.say(&go(&meanwhile, false)).await;
+
+    // A restart on a new store: the page's cursor names a log that is gone.
+    driver.expect("restart").await;
+    api.hub.shutdown();
+    api.stop().await.expect("the API stops");
+    let fresh: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let api = serve(listener_at(addr), &fresh).await;
+    api.hub
+        .publish(
+            client,
+            tower_longpoll::Event::new("after a fresh start").content_type("text/plain"),
+        )
+        .await
+        .unwrap();
+    driver.say(&go(&["after a fresh start"], true)).await;
+
+    let status = driver.finish().await;
+    assert!(status.success(), "the browser script failed: {status}");
+    api.hub.shutdown();
+    api.stop().await.expect("the API stops");
+    page.hub.shutdown();
+    page.stop().await.expect("the page's server stops");
+}
+
+#[tokio::test]
+async fn longpoll_js_polls_again_at_once_after_a_408_from_a_timeout_layer() {
+    ensure_tools().await;
+    // tower-http's TimeoutLayer, wrongly outside the long-poll layer: every
+    // poll is cut short with 408 after 300 ms.
+    let hub = Hub::new();
+    let router = demo_app::router(hub.clone(), &demo_app::Options::default()).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(300),
+        ),
+    );
+    let server = TestServer::serve(router, hub).await;
+    let mut script = Driver::script("cut.mjs", &[&format!("http://{}", server.addr), "js-cut"]);
+    script.expect("polling").await;
+    let hub = server.hub.clone();
+    support::eventually("three polls cut short", || hub.stats().cancelled >= 3).await;
+    server
+        .hub
+        .publish(
+            "js-cut",
+            tower_longpoll::Event::new("through the 408s").content_type("text/plain"),
+        )
+        .await
+        .unwrap();
+    // Its backoff is 20 s: an event within PATIENCE came without one.
+    let line = support::within("the event", script.line()).await;
+    assert!(line.contains("through the 408s"), "{line}");
+    let status = script.child.wait().await.unwrap();
+    assert!(status.success(), "{status}");
 }
 
 /// Where test output goes: target/browser.

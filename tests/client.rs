@@ -9,7 +9,7 @@ mod support;
 #[path = "../examples/demo/app.rs"]
 mod demo_app;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use http::{HeaderName, HeaderValue, StatusCode};
 use support::{Conn, TestServer, eventually, listener_at, within};
 use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
 use tower_longpoll::client::{ErrorKind, LongPollClient, ReceivedEvent};
 use tower_longpoll::store::{MemoryStore, Store};
 use tower_longpoll::{ClientId, Event, Hub, LongPollLayer};
@@ -360,4 +361,88 @@ async fn http2_only_polls_over_http2() {
         .unwrap();
     assert_eq!(next_event(&mut client).await.data(), "over h2");
     assert_eq!(HTTP2_POLLS.load(Ordering::Relaxed), 1);
+}
+
+/// The demo's app behind tower-http's `TimeoutLayer`, put (wrongly) outside
+/// the long-poll layer: every poll that waits longer than `cut_after` is
+/// answered `408` by the timeout layer; the server's own wait is 30 s.
+/// Each poll's arrival is noted.
+async fn demo_behind_a_timeout(cut_after: Duration) -> (TestServer, Arc<Mutex<Vec<Instant>>>) {
+    let hub = Hub::new();
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let noted = Arc::clone(&arrivals);
+    let router = demo_app::router(hub.clone(), &demo_app::Options::default())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            cut_after,
+        ))
+        .layer(axum::middleware::map_request(
+            move |request: axum::extract::Request| {
+                let noted = Arc::clone(&noted);
+                async move {
+                    if request.uri().path().starts_with("/poll/") {
+                        noted.lock().unwrap().push(Instant::now());
+                    }
+                    request
+                }
+            },
+        ));
+    (TestServer::serve(router, hub).await, arrivals)
+}
+
+#[tokio::test]
+async fn a_408_from_a_timeout_layer_is_polled_again_at_once() {
+    let (server, _) = demo_behind_a_timeout(Duration::from_millis(300)).await;
+    let mut client = LongPollClient::builder(format!("http://{}/poll/kim", server.addr))
+        // A backoff this long would show: a 408 is no failure to back off from.
+        .backoff(Duration::from_secs(20), Duration::from_secs(40))
+        .build()
+        .unwrap();
+    let pending = tokio::spawn(async move { next_event(&mut client).await });
+    let hub = server.hub.clone();
+    eventually("three polls cut short by the timeout layer", || {
+        hub.stats().cancelled >= 3
+    })
+    .await;
+    server.parked(1).await;
+    let published = Instant::now();
+    let cursor = server
+        .hub
+        .publish("kim", text_event("through the 408s"))
+        .await
+        .unwrap();
+    let event = within("the event after the 408s", pending).await.unwrap();
+    assert_eq!(event.data(), "through the 408s");
+    assert_eq!(event.cursor(), cursor.to_string());
+    assert!(
+        published.elapsed() < Duration::from_secs(10),
+        "the event took {:?}: the client backed off",
+        published.elapsed()
+    );
+    assert_eq!(server.hub.stats().rejected, 0);
+}
+
+#[tokio::test]
+async fn instant_408s_are_polled_again_no_more_than_once_a_second() {
+    // Every poll is answered 408 at once: without a floor, the client would
+    // poll in a hot loop (with this backoff, every 10 to 20 ms).
+    let (server, arrivals) = demo_behind_a_timeout(Duration::ZERO).await;
+    let mut client = LongPollClient::builder(format!("http://{}/poll/lee", server.addr))
+        .backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let pending = tokio::spawn(async move { next_event(&mut client).await });
+    eventually("four polls", || arrivals.lock().unwrap().len() >= 4).await;
+    pending.abort();
+    let arrivals = arrivals.lock().unwrap().clone();
+    let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    // The first 408 is polled again at once; from the second one in a row
+    // on, polls start a second apart (less what the client's clock and the
+    // server's see differently).
+    for gap in &gaps[1..3] {
+        assert!(
+            *gap >= Duration::from_millis(900),
+            "polls {gaps:?} apart after instant 408s"
+        );
+    }
 }

@@ -8,18 +8,17 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::to_bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_longpoll::browser::LongPollJs;
 use tower_longpoll::store::StoreError;
-use tower_longpoll::{Event, Hub, LongPollLayer, PublishError};
+use tower_longpoll::{Event, Hub, LONGPOLL_GAP, LongPollLayer, PublishError};
 
 /// The largest body `POST /publish/{client}` accepts.
 const MAX_PUBLISH_BYTES: usize = 1024 * 1024;
-
-/// The browser client, served at `/longpoll.js`.
-pub const LONGPOLL_JS: &str = include_str!("longpoll.js");
 
 /// How the long-poll layer is set up.
 #[derive(Debug, Clone)]
@@ -39,6 +38,9 @@ pub struct Options {
     pub publish_token: Option<String>,
     /// How long a publish body may take to arrive (`408` after).
     pub body_timeout: Duration,
+    /// Origins whose pages may poll and publish (CORS); `*` for any.
+    /// Empty: no CORS headers, and browsers keep other origins out.
+    pub allow_origins: Vec<HeaderValue>,
 }
 
 impl Default for Options {
@@ -51,22 +53,113 @@ impl Default for Options {
             layer: true,
             publish_token: None,
             body_timeout: Duration::from_secs(10),
+            allow_origins: Vec::new(),
         }
     }
 }
 
 /// `GET /poll/{client}` (long-polls), `POST /publish/{client}`, `GET
 /// /metrics`, `GET /` (the page) and `GET /longpoll.js`, on `hub`, as one
-/// axum `Router`: how the tests serve the app in-process. The binary puts
-/// the same layer around [`routes`] instead (see `main.rs`).
+/// axum `Router`, with CORS outermost when origins are allowed: how the
+/// tests serve the app in-process, and the binary with `--allow-origin`.
+/// Without CORS, the binary puts the same layer around [`routes`] instead
+/// (see `main.rs`).
 #[allow(dead_code)]
 pub fn router(hub: Hub, options: &Options) -> Router {
-    let routes = routes(hub.clone(), options);
+    let mut routes = routes(hub.clone(), options);
     if options.layer {
-        routes.layer(longpoll(hub, options))
-    } else {
-        routes
+        routes = routes.layer(longpoll(hub, options));
     }
+    match cors(&options.allow_origins) {
+        Some(cors) => routes
+            .layer(cors)
+            .layer(axum::middleware::map_response(only_for_allowed_origins)),
+        None => routes,
+    }
+}
+
+/// tower-http's `CorsLayer` adds `Access-Control-Allow-Credentials`,
+/// `-Expose-Headers` and a preflight's `-Allow-Methods`, `-Allow-Headers`
+/// and `-Max-Age` whatever the origin, and only leaves out
+/// `Access-Control-Allow-Origin` for an origin it does not allow. Browsers
+/// need the latter, so that is safe; still, an origin that is not allowed
+/// (or a request without `Origin`) is told nothing about CORS here.
+async fn only_for_allowed_origins(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        for name in [
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            header::ACCESS_CONTROL_MAX_AGE,
+        ] {
+            headers.remove(name);
+        }
+    }
+    response
+}
+
+/// CORS for pages on the `origins` given, or `None` when there are none.
+///
+/// It goes outside every other layer: a preflight (`OPTIONS`) is answered
+/// here, before it could reach the long-poll layer (which answers `405` to
+/// anything but `GET` and `HEAD`), and refusals carry the headers too, so
+/// that the page can read them. The request headers a poll or a publish may
+/// carry are allowed; the response headers a client must read are exposed.
+/// Named origins may send credentials (cookies, HTTP auth); `*` cannot,
+/// browsers refuse credentials for any-origin answers.
+pub fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::HEAD, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([header::ETAG, header::RETRY_AFTER, LONGPOLL_GAP])
+        // Browsers cap it (Chromium at 2 hours); a page that polls with
+        // headers of its own sends one preflight per 10 minutes.
+        .max_age(Duration::from_secs(600));
+    Some(if origins.iter().any(|origin| origin == "*") {
+        layer.allow_origin(Any)
+    } else {
+        layer
+            .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+            .allow_credentials(true)
+    })
+}
+
+/// An origin as `--allow-origin` takes it: `*`, or `scheme://host[:port]`
+/// exactly as browsers send it in `Origin` (no path, no trailing `/`).
+#[allow(dead_code)]
+pub fn parse_origin(text: &str) -> Result<HeaderValue, String> {
+    if text == "*" {
+        return Ok(HeaderValue::from_static("*"));
+    }
+    let Some((scheme, host)) = text.split_once("://") else {
+        return Err(format!(
+            "{text:?} is not an origin: expected scheme://host[:port] or *"
+        ));
+    };
+    let valid_scheme = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let valid_host = !host.is_empty()
+        && !host.contains(['/', '?', '#', '@', ' '])
+        && host.parse::<axum::http::uri::Authority>().is_ok();
+    if !valid_scheme || !valid_host {
+        return Err(format!(
+            "{text:?} is not an origin: expected scheme://host[:port] (no path, no trailing /) or *"
+        ));
+    }
+    HeaderValue::from_str(text).map_err(|_| format!("{text:?} is not a valid header value"))
 }
 
 /// The long-poll layer of the app.
@@ -85,7 +178,7 @@ pub fn longpoll(hub: Hub, options: &Options) -> LongPollLayer {
 pub fn routes(hub: Hub, options: &Options) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/longpoll.js", get(longpoll_js))
+        .route_service("/longpoll.js", LongPollJs::new())
         .route("/publish/{client}", post(publish))
         .route("/metrics", get(metrics))
         .with_state(Demo {
@@ -118,16 +211,6 @@ fn authorized(demo: &Demo, headers: &axum::http::HeaderMap) -> bool {
 
 async fn index() -> Html<&'static str> {
     Html(include_str!("index.html"))
-}
-
-async fn longpoll_js() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        LONGPOLL_JS,
-    )
 }
 
 /// `POST /publish/{client}`: the body becomes an event for the client, with

@@ -54,7 +54,7 @@ use tower_longpoll::{Hub, LongPoll};
 
 /// Serves long-polls on /poll/{client}, publishes with POST
 /// /publish/{client}, Prometheus metrics on /metrics, a page on / and its
-/// browser client on /longpoll.js.
+/// browser client on /longpoll.js (the crate's, `tower_longpoll::browser`).
 #[derive(Parser, Debug)]
 #[command(name = "demo", version)]
 struct Args {
@@ -106,6 +106,12 @@ struct Args {
     /// `cargo run --release --features redis --example demo -- --redis URL`.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// Lets pages on ORIGIN (scheme://host[:port], as browsers send it in
+    /// `Origin`) poll and publish across origins: answers carry the CORS
+    /// headers for it, preflights are answered. Repeatable; `*` allows any
+    /// origin, without credentials (cookies); named origins may send them.
+    #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = app::parse_origin)]
+    allow_origin: Vec<axum::http::HeaderValue>,
     /// The prefix of the Redis keys and channels.
     #[arg(long, default_value = "longpoll", requires = "redis")]
     redis_prefix: String,
@@ -167,15 +173,20 @@ async fn run(args: Args) -> std::io::Result<()> {
         layer: !args.no_layer,
         publish_token: args.publish_token.clone().filter(|token| !token.is_empty()),
         body_timeout: seconds("--body-timeout", args.body_timeout),
+        allow_origins: args.allow_origin.clone(),
         ..app::Options::default()
     };
     // The layer goes around the whole router rather than into it
     // (`Router::layer`): a poll is answered before axum routes it, and the
-    // other requests pass the layer once.
-    let app = if options.layer {
-        App::Polls(app::longpoll(hub.clone(), &options).layer(app::routes(hub.clone(), &options)))
+    // other requests pass the layer once. CORS must be outside it, and
+    // tower-http's `Cors` wants a response body with a `Default`: then the
+    // layers go on the router, which gives every response axum's body.
+    let app = if !options.layer {
+        App::Routes(app::routes(hub.clone(), &options))
+    } else if !options.allow_origins.is_empty() {
+        App::Routes(app::router(hub.clone(), &options))
     } else {
-        App::Bare(app::routes(hub.clone(), &options))
+        App::Polls(app::longpoll(hub.clone(), &options).layer(app::routes(hub.clone(), &options)))
     };
 
     let socket = if args.listen.is_ipv4() {
@@ -189,6 +200,14 @@ async fn run(args: Args) -> std::io::Result<()> {
     let listener = socket.listen(4096)?;
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
+    if !options.allow_origins.is_empty() {
+        let origins: Vec<&str> = options
+            .allow_origins
+            .iter()
+            .filter_map(|origin| origin.to_str().ok())
+            .collect();
+        tracing::info!(origins = ?origins, "pages on these origins may poll and publish (CORS)");
+    }
     match (local.ip().is_loopback(), options.publish_token.is_some()) {
         (_, true) => tracing::info!(%local, "publishing needs the publish token"),
         (true, false) => {
@@ -270,12 +289,12 @@ async fn redis_hub(_url: &str, _prefix: &str, _event_ttl: Duration, _id_ttl: Dur
     std::process::exit(2);
 }
 
-/// The app served: the routes behind the long-poll layer, or without it
-/// (`--no-layer`).
+/// The app served: the routes behind the long-poll layer; or a router that
+/// has its layers inside (CORS), or none (`--no-layer`).
 #[derive(Clone)]
 enum App {
     Polls(LongPoll<Router>),
-    Bare(Router),
+    Routes(Router),
 }
 
 /// How long slow clients are waited for.
@@ -304,7 +323,7 @@ fn seconds(flag: &str, value: f64) -> Duration {
 async fn serve(tcp: TcpStream, app: App, timeouts: Timeouts, watcher: Watcher) {
     match app {
         App::Polls(service) => serve_with(tcp, service, timeouts, watcher).await,
-        App::Bare(service) => serve_with(tcp, service, timeouts, watcher).await,
+        App::Routes(service) => serve_with(tcp, service, timeouts, watcher).await,
     }
 }
 

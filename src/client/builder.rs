@@ -35,7 +35,8 @@ const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tower_longpoll::client::Error> {
 /// let events = LongPollClient::builder("http://127.0.0.1:3000/poll/alice")
-///     .timeout(Duration::from_secs(20))
+///     .server_wait(Duration::from_secs(20))
+///     .request_timeout(Duration::from_secs(40))
 ///     .header(
 ///         HeaderName::from_static("authorization"),
 ///         HeaderValue::from_static("Bearer 42"),
@@ -49,7 +50,7 @@ const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 /// ```
 pub struct Builder {
     url: Result<Uri, Error>,
-    timeout: Option<Duration>,
+    server_wait: Option<Duration>,
     request_timeout: Option<Duration>,
     headers: HeaderMap,
     backoff: Backoff,
@@ -63,7 +64,7 @@ impl Builder {
     pub(crate) fn new(url: Result<Uri, Error>) -> Self {
         Builder {
             url,
-            timeout: None,
+            server_wait: None,
             request_timeout: None,
             headers: HeaderMap::new(),
             backoff: Backoff::default(),
@@ -74,18 +75,35 @@ impl Builder {
         }
     }
 
-    /// Asks the server to answer each poll within `timeout` (`?timeout=`,
-    /// which servers cap at their own maximum). By default the server's
-    /// timeout applies.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+    /// How long the server may hold each poll before its keepalive: sent as
+    /// `?timeout=`, which servers cap at their own maximum (and may shorten
+    /// by their jitter). By default the server's own wait applies.
+    ///
+    /// Set it below the timeout of any proxy or timeout layer in front of
+    /// the server, so that polls end with the server's keepalive rather
+    /// than that timeout's `408`.
+    pub fn server_wait(mut self, wait: Duration) -> Self {
+        self.server_wait = Some(wait);
         self
     }
 
-    /// How long one poll may take before the client gives up on the
-    /// connection and tries again: by default the timeout asked for plus
-    /// 10 % and 15 s, or 120 s when no timeout is known. It catches servers
-    /// that vanished without closing the connection.
+    /// The server's wait, under the name it had before: see
+    /// [`server_wait`](Builder::server_wait). It never was the client's own
+    /// limit on a request, which is
+    /// [`request_timeout`](Builder::request_timeout).
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed `server_wait` (the server's wait, `?timeout=`); the client's own limit on one poll is `request_timeout`"
+    )]
+    pub fn timeout(self, wait: Duration) -> Self {
+        self.server_wait(wait)
+    }
+
+    /// How long the client lets one poll take before it gives up on the
+    /// connection and tries again: by default the
+    /// [`server_wait`](Builder::server_wait) plus 10 % and 15 s, or 120 s
+    /// when none is set. It catches servers that vanished without closing
+    /// the connection; keep it above the server's wait.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
         self
@@ -165,9 +183,9 @@ impl Builder {
         C: Connect + Clone + Send + Sync + 'static,
     {
         let url = self.url?;
-        let (target, params) = PollTarget::new(&url, self.timeout)?;
+        let (target, params) = PollTarget::new(&url, self.server_wait)?;
         let request_timeout = self.request_timeout.unwrap_or_else(|| {
-            self.timeout
+            self.server_wait
                 .or(params.timeout)
                 .map_or(DEFAULT_REQUEST_TIMEOUT, |timeout| {
                     timeout
@@ -203,7 +221,7 @@ impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("url", &self.url.as_ref().ok())
-            .field("timeout", &self.timeout)
+            .field("server_wait", &self.server_wait)
             .field("request_timeout", &self.request_timeout)
             .field("backoff", &self.backoff)
             .field("max_event_bytes", &self.max_event_bytes)

@@ -23,6 +23,32 @@ impl ReceivedEvent {
         self.data
     }
 
+    /// The event's bytes read as JSON into a `T` (feature `serde`), whatever
+    /// its `Content-Type` says.
+    ///
+    /// ```
+    /// # use tower_longpoll::client::ReceivedEvent;
+    /// #[derive(serde::Deserialize)]
+    /// struct Shipped {
+    ///     order: u64,
+    /// }
+    ///
+    /// fn order_of(event: &ReceivedEvent) -> Result<u64, serde_json::Error> {
+    ///     Ok(event.json::<Shipped>()?.order)
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// When the bytes are not JSON, or not a `T`.
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    pub fn json<T>(&self) -> Result<T, serde_json::Error>
+    where
+        T: serde::de::DeserializeOwned,
+    {
+        serde_json::from_slice(&self.data)
+    }
+
     /// The event's `Content-Type`, if the server sent one.
     pub fn content_type(&self) -> Option<&HeaderValue> {
         self.content_type.as_ref()

@@ -11,7 +11,15 @@
 //!   `ETag`) and `gap` (`Longpoll-Gap: true`: some events were no longer
 //!   kept, reload your state);
 //! - `204` (the server's keepalive): the client polls again at once;
-//! - connection errors, timeouts, `408`, `429` and `5xx` (`503` during a
+//! - `408`: a timeout layer or a proxy between the client and the long-poll
+//!   layer cut the poll short (its timeout is shorter than the server's
+//!   wait). Nothing is wrong with the server, so the client polls again at
+//!   once rather than backing off; only when `408`s come back within a
+//!   second, twice in a row or more, does it wait out the rest of that
+//!   second, so that a misconfigured proxy cannot make it poll in a hot
+//!   loop. Ask for a [`server_wait`](Builder::server_wait) below the
+//!   proxy's timeout to get keepalives instead;
+//! - connection errors, timeouts, `429` and `5xx` (`503` during a
 //!   server's shutdown): the client waits and polls again, doubling its
 //!   wait with every failure in a row (jittered, 250 ms up to 30 s by
 //!   default), and never less than the server's `Retry-After`;
@@ -81,6 +89,12 @@ use self::target::PollTarget;
 
 /// How much of a refusal's body is kept as the error's detail.
 const MAX_DETAIL_BYTES: usize = 1024;
+
+/// Polls cut short by `408` start at most this often once two in a row came
+/// back sooner: a proxy that answers `408` at once must not turn the client
+/// into a hot loop, and one that holds polls for less than this is not
+/// holding them in any useful way.
+const CUT_FLOOR: Duration = Duration::from_secs(1);
 
 /// A stream of the events of one long-poll URL; see the [module
 /// docs](self).
@@ -185,6 +199,13 @@ enum Attempt {
     Event(ReceivedEvent),
     /// A keepalive, with the position the server holds for the client.
     KeepAlive(Option<String>),
+    /// `408`: something in front of the long-poll layer (a timeout layer, a
+    /// proxy) ended the poll after `held`; the position, if the answer
+    /// carried one (a server whose keepalive is a `408`).
+    Cut {
+        held: Duration,
+        position: Option<String>,
+    },
     /// Worth another try, after at least `retry_after`.
     Retry {
         retry_after: Option<Duration>,
@@ -199,21 +220,56 @@ async fn next_event(
     mut cursor: Option<String>,
 ) -> Result<ReceivedEvent, Error> {
     let mut failures = 0u32;
+    // 408s in a row that came back sooner than CUT_FLOOR.
+    let mut quick_cuts = 0u32;
     loop {
         match poll_once(&shared, cursor.as_deref()).await {
             Attempt::Event(event) => return Ok(event),
             Attempt::Fatal(error) => return Err(error),
             Attempt::KeepAlive(position) => {
                 failures = 0;
+                quick_cuts = 0;
                 // A client without a cursor learns where the server has it.
                 if cursor.is_none() {
                     cursor = position;
+                }
+            }
+            Attempt::Cut { held, position } => {
+                // The server answered nothing wrong: whatever cut the poll
+                // short was reached, so the connection is fine.
+                failures = 0;
+                if cursor.is_none() {
+                    cursor = position;
+                }
+                if held >= CUT_FLOOR {
+                    quick_cuts = 0;
+                    tracing::debug!(
+                        held_ms = held.as_millis() as u64,
+                        "the poll was cut short with 408 (a timeout layer or proxy in front of the long-poll server?); polling again"
+                    );
+                } else {
+                    quick_cuts = quick_cuts.saturating_add(1);
+                    let wait = if quick_cuts > 1 {
+                        CUT_FLOOR - held
+                    } else {
+                        Duration::ZERO
+                    };
+                    tracing::debug!(
+                        held_ms = held.as_millis() as u64,
+                        quick_cuts,
+                        wait_ms = wait.as_millis() as u64,
+                        "the poll was cut short with 408 at once; polling again"
+                    );
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
             }
             Attempt::Retry {
                 retry_after,
                 reason,
             } => {
+                quick_cuts = 0;
                 failures = failures.saturating_add(1);
                 let wait = shared.backoff.wait(failures, retry_after);
                 tracing::debug!(
@@ -280,6 +336,14 @@ async fn poll_once(shared: &Shared, cursor: Option<&str>) -> Attempt {
                 })
             }
             StatusCode::NO_CONTENT => Attempt::KeepAlive(etag_cursor(&parts.headers)),
+            StatusCode::REQUEST_TIMEOUT => {
+                // Read the short explanation so the connection can be reused.
+                short_text(body).await;
+                Attempt::Cut {
+                    held: started.elapsed(),
+                    position: etag_cursor(&parts.headers),
+                }
+            }
             status if retryable(status) => {
                 // Read the short explanation so the connection can be reused.
                 let text = short_text(body).await;
@@ -306,11 +370,10 @@ async fn poll_once(shared: &Shared, cursor: Option<&str>) -> Attempt {
     }
 }
 
-/// Statuses that another try, later, may cure.
+/// Statuses that another try, later, may cure (`408` is not among them: it
+/// is no failure, see [`Attempt::Cut`]).
 fn retryable(status: StatusCode) -> bool {
-    status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error()
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
 /// The cursor in an `ETag`: `"<cursor>"` or `W/"<cursor>"`.
@@ -368,10 +431,11 @@ mod tests {
 
     #[test]
     fn only_transient_statuses_are_retried() {
-        for status in [408, 429, 500, 502, 503, 504] {
+        for status in [429, 500, 502, 503, 504] {
             assert!(retryable(StatusCode::from_u16(status).unwrap()), "{status}");
         }
-        for status in [301, 304, 400, 401, 403, 404, 405, 413] {
+        // 408 is polled again without a backoff; the others end the stream.
+        for status in [301, 304, 400, 401, 403, 404, 405, 408, 413] {
             assert!(
                 !retryable(StatusCode::from_u16(status).unwrap()),
                 "{status}"

@@ -48,6 +48,25 @@ impl Example {
         }
     }
 
+    /// Starts the example with `args` (which give each of its listen
+    /// addresses, port 0 for a free one) and reads the addresses it bound
+    /// from its first lines, one line per prefix: `<prefix>http://ADDR`.
+    /// [`Example::addr`] is the first.
+    pub async fn start_reading(
+        name: &'static str,
+        args: &[&str],
+        prefixes: &[&str],
+    ) -> (Example, Vec<SocketAddr>) {
+        let mut command = Command::new(example_path(name));
+        command.args(args);
+        let (server, addrs) = ServerProcess::spawn(command, name, prefixes).await;
+        let example = Example {
+            server,
+            addr: addrs[0],
+        };
+        (example, addrs)
+    }
+
     /// The process id, to read its memory from /proc.
     pub fn pid(&self) -> u32 {
         self.server.pid()

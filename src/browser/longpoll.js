@@ -15,14 +15,24 @@
  *   poll.start();                            // ... and poll.stop() to end
  *
  * new LongPoll(url, options)   url: the poll URL, relative to the page or
- *                              absolute; its query is kept; a `since` in it is
- *                              where to start when nothing is stored.
+ *                              absolute (another origin, whose server answers
+ *                              CORS for this page's); its query is kept; a
+ *                              `since` in it is where to start when nothing is
+ *                              stored.
  * options (all optional):
  *   id               what tabs share a poll by: the lock, channel and storage
- *                    key (default: the URL's path, which names the client id)
- *   timeout          seconds, sent as ?timeout= (default: the server's)
+ *                    key (default: the URL's path, which names the client id;
+ *                    for another origin, that origin and the path)
+ *   serverWait       seconds the server may hold a poll, sent as ?timeout=
+ *                    (default: the server's own wait); keep it under the
+ *                    timeout of any proxy in front of the server. (`timeout`,
+ *                    its former name, is still read.)
  *   requestTimeout   ms before a poll's connection is taken for dead
- *                    (default: timeout + 10 % + 15 s, or 120 s)
+ *                    (default: serverWait + 10 % + 15 s, or 120 s)
+ *   credentials      fetch's credentials mode: 'same-origin' (the default) or
+ *                    'include', to send cookies and HTTP auth to an API on
+ *                    another origin (which must then allow credentials for
+ *                    this page's origin), or 'omit'
  *   minBackoff       ms, first wait after a failure (default 250)
  *   maxBackoff       ms, the longest wait (default 30000)
  *   pauseWhenHidden  stop polling while the page is hidden (default false)
@@ -50,7 +60,10 @@
  * - keeps the cursor of the last event (its ETag) and sends it as ?since=, in
  *   sessionStorage, so a reload resumes where the page was;
  * - on 204 (keepalive) polls again at once;
- * - on network errors, timeouts, 408, 429 and 5xx waits a jittered,
+ * - on 408 (a timeout layer or proxy in front of the server cut the poll
+ *   short) polls again at once too, but once two in a row came back within a
+ *   second, no more often than once a second;
+ * - on network errors, timeouts, 429 and 5xx waits a jittered,
  *   doubling delay (upper half of min * 2^n, capped at max), never less than
  *   the server's Retry-After (seconds or a date; at most an hour);
  * - shares one poll between the tabs of an origin: the tab that holds the
@@ -63,6 +76,9 @@
  */
 
 const MAX_RETRY_AFTER_MS = 3600 * 1000;
+/** Polls cut short by 408 start at most this often once two in a row came
+ * back sooner: a proxy that answers 408 at once must not make a hot loop. */
+const CUT_FLOOR_MS = 1000;
 const SEEN_CURSORS = 512;
 
 export class LongPoll extends EventTarget {
@@ -82,11 +98,12 @@ export class LongPoll extends EventTarget {
     super();
     this.#url = new URL(url, location.href);
     this.#options = {
-      timeout: null, requestTimeout: null, minBackoff: 250, maxBackoff: 30000,
+      serverWait: options.timeout ?? null, requestTimeout: null, minBackoff: 250, maxBackoff: 30000,
       pauseWhenHidden: false, shareAcrossTabs: true, headers: {}, binary: false,
-      storage: globalThis.sessionStorage ?? null, replay: 100, ...options,
+      credentials: 'same-origin', storage: globalThis.sessionStorage ?? null, replay: 100, ...options,
     };
-    const id = this.#options.id ?? this.#url.pathname;
+    const crossOrigin = this.#url.origin !== location.origin;
+    const id = this.#options.id ?? (crossOrigin ? this.#url.origin + this.#url.pathname : this.#url.pathname);
     this.#name = 'longpoll:' + id;
     this.#storageKey = 'longpoll:cursor:' + id;
     this.#tabId = Math.random().toString(36).slice(2) + Date.now().toString(36);
@@ -94,7 +111,7 @@ export class LongPoll extends EventTarget {
     const given = this.#url.searchParams.get('since');
     this.#cursor = stored || given || null;
     this.#url.searchParams.delete('since');
-    if (this.#options.timeout != null) this.#url.searchParams.set('timeout', String(this.#options.timeout));
+    if (this.#options.serverWait != null) this.#url.searchParams.set('timeout', String(this.#options.serverWait));
   }
 
   /** The cursor of the last event, or null. */
@@ -165,6 +182,7 @@ export class LongPoll extends EventTarget {
   async #lead(signal) {
     this.#leader = true;
     let failures = 0;
+    let quickCuts = 0; // 408s in a row that came back within CUT_FLOOR_MS
     try {
       while (!signal.aborted) {
         this.#status({ state: 'waiting' });
@@ -172,11 +190,21 @@ export class LongPoll extends EventTarget {
         if (signal.aborted) break;
         if (outcome.event) {
           failures = 0;
+          quickCuts = 0;
           this.#deliver(outcome.event, true);
         } else if (outcome.keepalive) {
           failures = 0;
+          quickCuts = 0;
           if (this.#cursor === null && outcome.position) this.#setCursor(outcome.position);
+        } else if (outcome.cut) {
+          // Not the server's failure: something in front of it ended the
+          // poll sooner than the server would have. Poll again now.
+          failures = 0;
+          if (this.#cursor === null && outcome.position) this.#setCursor(outcome.position);
+          quickCuts = outcome.held < CUT_FLOOR_MS ? quickCuts + 1 : 0;
+          if (quickCuts > 1) await sleep(CUT_FLOOR_MS - outcome.held, signal);
         } else if (outcome.retry) {
+          quickCuts = 0;
           failures += 1;
           const wait = Math.max(backoff(failures, this.#options), outcome.retryAfter ?? 0);
           this.#status({ state: 'retrying', retryIn: Math.round(wait), httpStatus: outcome.httpStatus, reason: outcome.reason });
@@ -196,19 +224,25 @@ export class LongPoll extends EventTarget {
     if (this.#cursor) url.searchParams.set('since', this.#cursor);
     const options = this.#options;
     const limit = options.requestTimeout
-      ?? (options.timeout != null ? options.timeout * 1100 + 15000 : 120000);
+      ?? (options.serverWait != null ? options.serverWait * 1100 + 15000 : 120000);
     const request = new AbortController();
     const abort = () => request.abort();
     signal.addEventListener('abort', abort);
     const timer = setTimeout(abort, limit);
+    const started = Date.now();
     try {
       const response = await fetch(url, {
-        cache: 'no-store', credentials: 'same-origin', headers: options.headers, signal: request.signal,
+        cache: 'no-store', credentials: options.credentials, headers: options.headers, signal: request.signal,
       });
       const status = response.status;
       if (status === 200) {
         const cursor = etagCursor(response.headers);
-        if (!cursor) return { httpStatus: status, reason: 'an event without an ETag: not a long-poll server' };
+        if (!cursor) {
+          const reason = url.origin === location.origin
+            ? 'an event without an ETag: not a long-poll server'
+            : 'an event without an ETag this page may read: the server must expose ETag to it (Access-Control-Expose-Headers)';
+          return { httpStatus: status, reason };
+        }
         const data = options.binary ? await response.arrayBuffer() : await response.text();
         return {
           event: {
@@ -220,7 +254,8 @@ export class LongPoll extends EventTarget {
       }
       if (status === 204) return { keepalive: true, position: etagCursor(response.headers) };
       const text = (await response.text().catch(() => '')).trim().slice(0, 300);
-      if (status === 408 || status === 429 || status >= 500) {
+      if (status === 408) return { cut: true, held: Date.now() - started, position: etagCursor(response.headers) };
+      if (status === 429 || status >= 500) {
         return { retry: true, httpStatus: status, reason: text || `HTTP ${status}`, retryAfter: retryAfter(response.headers) };
       }
       return { httpStatus: status, reason: text || `HTTP ${status}` };
