@@ -114,13 +114,28 @@ async fn main() {
     let tally = Arc::new(chaos::Tally::default());
     let (mut phases, mut failures) = (0u64, 0u64);
     while Instant::now() < deadline {
-        let ids: Arc<Vec<String>> =
-            Arc::new((0..args.clients).map(|n| format!("soak{phases}-{n}")).collect());
+        let ids: Arc<Vec<String>> = Arc::new(
+            (0..args.clients)
+                .map(|n| format!("soak{phases}-{n}"))
+                .collect(),
+        );
         let clients: Vec<_> = ids
             .iter()
-            .map(|id| tokio::spawn(chaos::client(args.polls, id.clone(), EVENTS, Arc::clone(&tally))))
+            .map(|id| {
+                tokio::spawn(chaos::client(
+                    args.polls,
+                    id.clone(),
+                    EVENTS,
+                    Arc::clone(&tally),
+                ))
+            })
             .collect();
-        let publisher = tokio::spawn(chaos::publish_all(args.publishes, Arc::clone(&ids), EVENTS, ROUND));
+        let publisher = tokio::spawn(chaos::publish_all(
+            args.publishes,
+            Arc::clone(&ids),
+            EVENTS,
+            ROUND,
+        ));
         if publisher.await.is_err() {
             failures += 1;
         }
@@ -157,7 +172,11 @@ async fn main() {
     let growth = (late - early) / early.max(1.0) * 100.0;
 
     let csv: String = std::iter::once("minutes,rss_mib,parked\n".to_owned())
-        .chain(samples.iter().map(|s| format!("{:.2},{:.1},{}\n", s.minutes, s.rss_mib, s.parked)))
+        .chain(
+            samples
+                .iter()
+                .map(|s| format!("{:.2},{:.1},{}\n", s.minutes, s.rss_mib, s.parked)),
+        )
         .collect();
     std::fs::write(args.out.join("soak.csv"), csv).unwrap();
     plot(&args, &samples).unwrap();
@@ -189,7 +208,10 @@ fn plot(args: &Args, samples: &[Sample]) -> Result<(), Box<dyn std::error::Error
         .y_label_area_size(50)
         .build_cartesian_2d(0.0..minutes, 0.0..rss_max)?;
     chart.configure_mesh().x_desc("minutes").draw()?;
-    chart.draw_series(LineSeries::new(samples.iter().map(|s| (s.minutes, s.rss_mib)), &BLUE))?;
+    chart.draw_series(LineSeries::new(
+        samples.iter().map(|s| (s.minutes, s.rss_mib)),
+        &BLUE,
+    ))?;
     let parked_max = samples.iter().map(|s| s.parked).max().unwrap_or(0).max(10) as f64 * 1.2;
     let mut chart = ChartBuilder::on(&bottom)
         .caption("parked polls", ("sans-serif", 20))
