@@ -67,19 +67,30 @@ where
 {
     type Output = Result<Response<LongPollBody<B>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future
-                .poll(cx)
-                .map(|result| result.map(|response| response.map(LongPollBody::inner))),
-            KindProj::Reply { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion")
-                .map(LongPollBody::reply))),
-            KindProj::Poll { poll } => poll
-                .as_mut()
-                .poll(cx)
-                .map(|response| Ok(response.map(LongPollBody::reply))),
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut kind = self.as_mut().project().kind;
+            let response = match kind.as_mut().project() {
+                KindProj::Inner { future } => {
+                    return future
+                        .poll(cx)
+                        .map(|result| result.map(|response| response.map(LongPollBody::inner)));
+                }
+                KindProj::Reply { response } => {
+                    let reply = response
+                        .as_mut()
+                        .expect("ResponseFuture polled after completion");
+                    // The response is handed over when this future yields it:
+                    // a delivery whose body will not be polled is recorded now.
+                    ready!(reply.body_mut().poll_handover(cx));
+                    let response = response.take().expect("taken once");
+                    return Poll::Ready(Ok(response.map(LongPollBody::reply)));
+                }
+                KindProj::Poll { poll } => ready!(poll.as_mut().poll(cx)),
+            };
+            kind.set(Kind::Reply {
+                response: Some(response),
+            });
         }
     }
 }

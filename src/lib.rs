@@ -52,8 +52,9 @@
 //! `Last-Event-ID: <cursor>` or `If-None-Match: "<cursor>"`; events already
 //! there are answered at once. A client that sends no cursor gets the events
 //! after the id's delivery position, which moves only once an event's
-//! response body has been handed to the connection. `docs/protocol.md` has the
-//! exact wire contract.
+//! response body has been handed to the connection (for an event without
+//! bytes, whose body hyper never polls, once its response has).
+//! `docs/protocol.md` has the exact wire contract.
 //!
 //! # Disconnects
 //! When a client goes away, hyper drops the response future; the poll leaves
@@ -69,7 +70,8 @@
 //! GRIP requests on several channels at once) waits on the hub directly with
 //! [`Hub::wait_for`]: the same race-free wait as a parked poll, on one or
 //! several ids, cancelled by dropping it. An [`Event`] may carry its own
-//! status and headers, as a published HTTP response does.
+//! status and headers, as a published HTTP response does; a
+//! [`DeliveryBody`] carries it and records its delivery as the layer does.
 //!
 //! # Runtime
 //! Polls use tokio's timer, so the service runs inside a tokio runtime with
@@ -102,7 +104,7 @@ mod route;
 mod service;
 pub mod store;
 
-pub use crate::body::LongPollBody;
+pub use crate::body::{DeliveryBody, LongPollBody};
 pub use crate::client_id::{ClientId, InvalidId, RequestHead};
 pub use crate::cursor::{Cursor, ParseCursorError};
 pub use crate::error::PublishError;
