@@ -93,7 +93,8 @@ pub struct Stats {
     pub ids: usize,
     /// Events kept over all logs.
     pub kept_events: usize,
-    /// Bytes of event data kept over all logs.
+    /// Bytes kept over all logs, as the store counts them (see
+    /// [`StoreStats::bytes`](crate::store::StoreStats::bytes)).
     pub kept_bytes: usize,
     /// Events published through this hub.
     pub published: u64,
