@@ -155,8 +155,11 @@ impl HubBuilder {
     }
 
     /// Shuts the hub down when `token` is cancelled (see [`Hub::shutdown`]).
+    ///
+    /// The hub waits on a child of `token`: [`Hub::shutdown`] does not
+    /// cancel `token` itself, which stays the caller's.
     pub fn shutdown_on(mut self, token: CancellationToken) -> Self {
-        self.shutdown = Some(token);
+        self.shutdown = Some(token.child_token());
         self
     }
 
