@@ -111,6 +111,11 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 /// The least time a poll's request body is given to arrive.
 const MIN_BODY_WAIT: Duration = Duration::from_secs(1);
 
+/// How long past its deadline a poll waits for a store's first read, which
+/// the keepalive needs (it carries the client's cursor), before it answers
+/// `503`: a store that never answers must not hold the poll forever.
+pub(crate) const STORE_GRACE: Duration = Duration::from_secs(1);
+
 pub(crate) type DrainFuture = Pin<Box<dyn Future<Output = Result<(), Rejection>> + Send>>;
 
 pin_project! {
@@ -131,6 +136,8 @@ pin_project! {
         sleep: Sleep,
         #[pin]
         shutdown: WaitForCancellationFutureOwned,
+        // The deadline passed with the store's first read still pending.
+        overdue: bool,
         finished: bool,
     }
 
@@ -174,6 +181,7 @@ impl PollFuture {
             drain,
             wait,
             shutdown,
+            overdue: false,
             finished: false,
         }
     }
@@ -237,16 +245,27 @@ impl Future for PollFuture {
             *this.finished = true;
             return Poll::Ready(refuse(shared, Rejection::ShuttingDown));
         }
-        ready!(this.sleep.poll(cx));
+        ready!(this.sleep.as_mut().poll(cx));
         if this.drain.is_some() {
             *this.finished = true;
             return Poll::Ready(refuse(shared, Rejection::BodyTimeout));
         }
         if this.wait.position().is_none() {
             // The first read of a slow store has not answered yet: without it
-            // the keepalive could not carry the client's cursor. It answers
-            // within the store's own timeout, and wakes this task when it does.
-            return Poll::Pending;
+            // the keepalive could not carry the client's cursor. It gets a
+            // grace; a store that has not answered by then is unavailable.
+            if !*this.overdue {
+                *this.overdue = true;
+                this.sleep.as_mut().reset(*this.deadline + STORE_GRACE);
+                // Registers the new timer with this task.
+                if this.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            *this.finished = true;
+            tracing::warn!(client_id = &**this.id, grace = ?STORE_GRACE,
+                "the store did not answer a poll's first read by its deadline");
+            return Poll::Ready(refuse(shared, Rejection::StoreUnavailable));
         }
         *this.finished = true;
         Counters::add(&shared.hub.inner.counters.timed_out);
