@@ -199,7 +199,8 @@ impl MemoryStore {
     /// Drops expired events and forgets idle ids now.
     ///
     /// This also happens lazily on every access to an id and, when the store
-    /// is used inside a tokio runtime, in a background task.
+    /// is used inside a tokio runtime, in a background task (started again on
+    /// the runtime at hand if the runtime that ran it has shut down).
     pub fn sweep(&self) {
         self.inner.sweep(Instant::now());
     }
@@ -232,7 +233,11 @@ impl Inner {
             .div_f64(4.0)
             .clamp(Duration::from_millis(100), Duration::from_secs(30));
         let store = Arc::downgrade(self);
-        runtime.spawn(sweep_periodically(store, period));
+        let running = Sweeping(store.clone());
+        runtime.spawn(async move {
+            let _running = running;
+            sweep_periodically(store, period).await;
+        });
     }
 
     fn sweep(&self, now: Instant) {
@@ -440,6 +445,20 @@ impl Inner {
         }
         if let Some(log) = shard.logs.get_mut(id) {
             log.last_active = Instant::now();
+        }
+    }
+}
+
+/// Held by the sweeper task: when its runtime shuts down and drops the
+/// task, the next access to the store starts a sweeper on the runtime at
+/// hand (a store may outlive the runtime that first used it, as in tests or
+/// in a program that runs several runtimes one after another).
+struct Sweeping(Weak<Inner>);
+
+impl Drop for Sweeping {
+    fn drop(&mut self) {
+        if let Some(store) = self.0.upgrade() {
+            store.sweeper_started.store(false, Ordering::Relaxed);
         }
     }
 }
