@@ -76,7 +76,11 @@ type IdFn = dyn for<'a> Fn(&RequestHead<'a>) -> Option<String> + Send + Sync;
 /// checked: it must not be empty, must be valid UTF-8 without control
 /// characters, and must be at most the hub's
 /// [`max_id_len`](crate::HubBuilder::max_id_len) bytes long (256 by default).
-/// A poll whose id is missing or invalid is answered `400 Bad Request`.
+/// A poll whose id is missing or invalid is answered `400 Bad Request`,
+/// except a missing [extension](ClientId::extension): an authentication
+/// layer that lets a request through without it is a server
+/// misconfiguration, answered `500 Internal Server Error` and logged as an
+/// error.
 ///
 /// To let a client poll only its own events, take the id from what an
 /// authentication layer verified ([`ClientId::extension`] or
@@ -220,6 +224,14 @@ impl ClientId {
         let id = std::str::from_utf8(&raw).map_err(|_| IdRejection::Invalid(InvalidId::NotUtf8))?;
         check_id(id, max_len).map_err(IdRejection::Invalid)?;
         Ok(Arc::from(id))
+    }
+
+    /// The type an extension source looks for, when the id comes from one.
+    pub(crate) fn extension_type(&self) -> Option<&'static str> {
+        match &self.source {
+            Source::Extension(_, type_name) => Some(type_name),
+            _ => None,
+        }
     }
 
     /// Where the id comes from, for error messages.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use crate::client_id::{ClientId, RequestHead};
+use crate::error::Forbidden;
 use crate::hub::Hub;
 use crate::hub::wait::Limits;
 use crate::keepalive::KeepAlive;
@@ -22,11 +23,16 @@ pub struct LongPollLayer {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// Decides whether a request may poll an id.
+pub(crate) type Authorize =
+    dyn for<'a> Fn(&RequestHead<'a>, &str) -> Result<(), Forbidden> + Send + Sync;
+
 /// The configuration every clone of the layer and its services share.
 pub(crate) struct Shared {
     pub(crate) hub: Hub,
     pub(crate) routes: Box<[Route]>,
     pub(crate) client_id: ClientId,
+    pub(crate) authorize: Option<Arc<Authorize>>,
     pub(crate) timeout: Duration,
     pub(crate) max_timeout: Duration,
     pub(crate) jitter: f64,
@@ -79,6 +85,7 @@ pub struct LongPollLayerBuilder {
     hub: Hub,
     routes: Vec<Route>,
     client_id: Option<ClientId>,
+    authorize: Option<Arc<Authorize>>,
     timeout: Duration,
     max_timeout: Option<Duration>,
     jitter: f64,
@@ -96,6 +103,7 @@ impl LongPollLayerBuilder {
             hub,
             routes: Vec::new(),
             client_id: None,
+            authorize: None,
             timeout: Duration::from_secs(30),
             max_timeout: None,
             jitter: 0.1,
@@ -135,6 +143,38 @@ impl LongPollLayerBuilder {
     /// first route, which every route must have).
     pub fn client_id(mut self, client_id: ClientId) -> Self {
         self.client_id = Some(client_id);
+        self
+    }
+
+    /// Decides, for every poll, whether its request may read the events of
+    /// its client id: `f` gets the request head (its extensions hold what
+    /// an authentication layer verified) and the id as extracted and
+    /// checked. An `Err` is answered `403 Forbidden` with the refusal's
+    /// reason, before anything of the id is read. Default: every poll may.
+    ///
+    /// It is what ties an id taken from the path to the identity an
+    /// authentication layer outside this one verified, since polls are
+    /// answered before axum's router (and its `route_layer`) sees them:
+    ///
+    /// ```
+    /// use tower_longpoll::{Forbidden, Hub, LongPollLayer};
+    ///
+    /// #[derive(Clone)]
+    /// struct User(String);
+    ///
+    /// let layer = LongPollLayer::builder(Hub::new())
+    ///     .route("/poll/{user}")
+    ///     .authorize(|request, id| match request.extensions().get::<User>() {
+    ///         Some(User(user)) if user == id => Ok(()),
+    ///         _ => Err(Forbidden::because("you may poll only your own id")),
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn authorize<F>(mut self, f: F) -> Self
+    where
+        F: for<'a> Fn(&RequestHead<'a>, &str) -> Result<(), Forbidden> + Send + Sync + 'static,
+    {
+        self.authorize = Some(Arc::new(f));
         self
     }
 
@@ -245,6 +285,7 @@ impl LongPollLayerBuilder {
                 hub: self.hub,
                 routes: self.routes.into_boxed_slice(),
                 client_id,
+                authorize: self.authorize,
                 timeout: self.timeout,
                 max_timeout: self.max_timeout.unwrap_or(self.timeout),
                 jitter: self.jitter,
@@ -303,6 +344,7 @@ impl fmt::Debug for Shared {
         f.debug_struct("LongPollLayer")
             .field("routes", &self.routes)
             .field("client_id", &self.client_id)
+            .field("authorize", &self.authorize.is_some())
             .field("timeout", &self.timeout)
             .field("max_timeout", &self.max_timeout)
             .field("jitter", &self.jitter)

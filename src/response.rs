@@ -17,6 +17,10 @@ use crate::store::ReadResult;
 /// missed events.
 pub const LONGPOLL_GAP: HeaderName = HeaderName::from_static("longpoll-gap");
 
+/// `Last-Event-ID: <cursor>`: one of the ways a poll sends its cursor (as
+/// EventSource clients do); for a CORS layer's allowed request headers.
+pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");

@@ -94,9 +94,19 @@ where
             Some(_) if !matches!(*request.method(), Method::GET | Method::HEAD) => {
                 return ResponseFuture::reply(refuse(shared, Rejection::MethodNotAllowed));
             }
-            Some(params) => shared
-                .client_id
-                .extract(&RequestHead::of(&request, params), shared.hub.max_id_len()),
+            Some(params) => {
+                let head = RequestHead::of(&request, params);
+                let id = shared.client_id.extract(&head, shared.hub.max_id_len());
+                if let (Ok(id), Some(authorize)) = (&id, &shared.authorize) {
+                    if let Err(forbidden) = authorize(&head, id) {
+                        return ResponseFuture::reply(refuse(
+                            shared,
+                            Rejection::Forbidden(forbidden),
+                        ));
+                    }
+                }
+                id
+            }
         };
         start(shared, request, id)
     }
@@ -137,6 +147,13 @@ where
     let head = request.method() == Method::HEAD;
     let id = match id {
         Ok(id) => id,
+        Err(IdRejection::Missing) if shared.client_id.extension_type().is_some() => {
+            tracing::error!(
+                extension = shared.client_id.extension_type(),
+                "a poll reached the long-poll layer without the request extension its client id comes from: put the layer that inserts it outside the long-poll layer"
+            );
+            return ResponseFuture::reply(refuse(shared, Rejection::MissingIdentity));
+        }
         Err(IdRejection::Missing) => {
             let source = shared.client_id.describe();
             return ResponseFuture::reply(refuse(shared, Rejection::MissingId { source }));

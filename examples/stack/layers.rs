@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use axum::http::{HeaderValue, Method, Response, StatusCode, header};
 use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
@@ -13,7 +13,7 @@ use tower_http::trace::{
     DefaultMakeSpan, DefaultOnBodyChunk, DefaultOnEos, DefaultOnRequest, DefaultOnResponse,
     OnFailure, OnResponse, TraceLayer,
 };
-use tower_longpoll::LONGPOLL_GAP;
+use tower_longpoll::{LAST_EVENT_ID, LONGPOLL_GAP};
 use tracing::Span;
 
 /// `TraceLayer` as the stack sets it up.
@@ -115,7 +115,7 @@ pub fn cors(origin: HeaderValue) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
-            HeaderName::from_static("last-event-id"),
+            LAST_EVENT_ID,
         ])
         .expose_headers([header::ETAG, header::RETRY_AFTER, LONGPOLL_GAP])
         .max_age(Duration::from_secs(600))
