@@ -21,7 +21,7 @@ use pin_project_lite::pin_project;
 
 use crate::cursor::Cursor;
 use crate::event::StoredEvent;
-use crate::hub::{Counters, Hub};
+use crate::hub::{Count, Hub};
 use crate::store::{StoreError, StoreFuture};
 
 pin_project! {
@@ -156,7 +156,7 @@ impl Commit {
                 "could not record a delivery");
         }
         self.done = true;
-        Counters::add(&inner.counters.delivered);
+        self.hub.count(Count::Delivered);
         tracing::debug!(client_id = &*self.id, cursor = %self.cursor, "event delivered");
         Poll::Ready(())
     }
@@ -165,7 +165,7 @@ impl Commit {
 impl Drop for Commit {
     fn drop(&mut self) {
         if !self.done {
-            Counters::add(&self.hub.inner.counters.cancelled);
+            self.hub.count(Count::Cancelled);
             tracing::debug!(client_id = &*self.id, cursor = %self.cursor,
                 "connection dropped an event response before taking it; the event stays for the next poll");
         }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use http::StatusCode;
 
-use crate::client_id::InvalidId;
+use crate::id::InvalidId;
 use crate::store::StoreError;
 
 /// Why [`Hub::publish`](crate::Hub::publish) failed. Nothing was kept.

@@ -16,11 +16,10 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::body::{LongPollBody, ReplyBody};
 use crate::error::Rejection;
-use crate::hub::Counters;
+use crate::hub::Count;
 use crate::hub::wait::{Wait, WaitOutcome};
-use crate::layer::Shared;
 use crate::response::{self, Delivery};
-use crate::service::{refusal_rejection, refuse};
+use crate::shared::Shared;
 
 pin_project! {
     /// The response future of [`LongPoll`](crate::LongPoll).
@@ -145,7 +144,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if !*this.finished {
-                Counters::add(&this.shared.hub.inner.counters.cancelled);
+                this.shared.hub.count(Count::Cancelled);
                 tracing::debug!(client_id = &**this.id, "client went away; its poll is cancelled");
             }
         }
@@ -160,10 +159,10 @@ impl PollFuture {
         multipart: bool,
         wait: Wait,
         drain: Option<DrainFuture>,
-        wait_for: Duration,
+        wait_time: Duration,
     ) -> Self {
         let shutdown = shared.hub.inner.shutdown.clone().cancelled_owned();
-        let deadline = Instant::now() + wait_for;
+        let deadline = Instant::now() + wait_time;
         // A body gets at least a moment to arrive, even for `?timeout=0`;
         // once it is in, the poll's own deadline applies.
         let first_deadline = if drain.is_some() {
@@ -201,7 +200,7 @@ impl Future for PollFuture {
                 }
                 Poll::Ready(Err(rejection)) => {
                     *this.finished = true;
-                    return Poll::Ready(refuse(shared, rejection));
+                    return Poll::Ready(shared.refuse(rejection));
                 }
                 Poll::Pending => {}
             }
@@ -227,28 +226,22 @@ impl Future for PollFuture {
                         response::events(delivery, result)
                     }
                     WaitOutcome::Empty => {
-                        Counters::add(&shared.hub.inner.counters.timed_out);
+                        shared.hub.count(Count::TimedOut);
                         response::keepalive(&shared.keepalive, this.wait.position())
                     }
-                    WaitOutcome::Refused(refusal) => {
-                        refuse(shared, refusal_rejection(shared, refusal))
-                    }
-                    WaitOutcome::Failed(err) => {
-                        tracing::warn!(client_id = &**this.id, error = %err, "reading the event log failed");
-                        refuse(shared, Rejection::StoreUnavailable)
-                    }
+                    WaitOutcome::Failed(err) => shared.wait_failed(this.id, err),
                 };
                 return Poll::Ready(response);
             }
         }
         if this.shutdown.poll(cx).is_ready() {
             *this.finished = true;
-            return Poll::Ready(refuse(shared, Rejection::ShuttingDown));
+            return Poll::Ready(shared.refuse(Rejection::ShuttingDown));
         }
         ready!(this.sleep.as_mut().poll(cx));
         if this.drain.is_some() {
             *this.finished = true;
-            return Poll::Ready(refuse(shared, Rejection::BodyTimeout));
+            return Poll::Ready(shared.refuse(Rejection::BodyTimeout));
         }
         if this.wait.position().is_none() {
             // The first read of a slow store has not answered yet: without it
@@ -265,10 +258,10 @@ impl Future for PollFuture {
             *this.finished = true;
             tracing::warn!(client_id = &**this.id, grace = ?STORE_GRACE,
                 "the store did not answer a poll's first read by its deadline");
-            return Poll::Ready(refuse(shared, Rejection::StoreUnavailable));
+            return Poll::Ready(shared.refuse(Rejection::StoreUnavailable));
         }
         *this.finished = true;
-        Counters::add(&shared.hub.inner.counters.timed_out);
+        shared.hub.count(Count::TimedOut);
         tracing::trace!(client_id = &**this.id, "poll timed out");
         Poll::Ready(response::keepalive(&shared.keepalive, this.wait.position()))
     }

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use crate::client_id::{ClientId, RequestHead};
+use crate::client_id::ClientId;
 use crate::error::Forbidden;
-use crate::hub::Hub;
-use crate::hub::wait::Limits;
+use crate::hub::{Hub, WaitLimits};
 use crate::keepalive::KeepAlive;
-use crate::route::{PathParams, Pattern, Route};
+use crate::route::{Pattern, RequestHead, Route};
 use crate::service::LongPoll;
+use crate::shared::{Authorize, Shared};
 
 /// Applies long-polling to the matched routes of a service.
 ///
@@ -21,50 +21,6 @@ use crate::service::LongPoll;
 #[derive(Clone)]
 pub struct LongPollLayer {
     pub(crate) shared: Arc<Shared>,
-}
-
-/// Decides whether a request may poll an id.
-pub(crate) type Authorize =
-    dyn for<'a> Fn(&RequestHead<'a>, &str) -> Result<(), Forbidden> + Send + Sync;
-
-/// The configuration every clone of the layer and its services share.
-pub(crate) struct Shared {
-    pub(crate) hub: Hub,
-    pub(crate) routes: Box<[Route]>,
-    pub(crate) client_id: ClientId,
-    pub(crate) authorize: Option<Arc<Authorize>>,
-    pub(crate) timeout: Duration,
-    pub(crate) max_timeout: Duration,
-    pub(crate) jitter: f64,
-    pub(crate) keepalive: KeepAlive,
-    pub(crate) limits: Limits,
-    pub(crate) max_batch: usize,
-    pub(crate) retry_after_max: u64,
-    pub(crate) max_request_body: usize,
-}
-
-impl Shared {
-    /// The first route a request matches, with its path parameters.
-    pub(crate) fn match_route<'a, B>(
-        &'a self,
-        request: &'a http::Request<B>,
-    ) -> Option<PathParams<'a>> {
-        self.routes.iter().find_map(|route| route.matches(request))
-    }
-
-    /// How long a poll waits. The default timeout is spread evenly over
-    /// ± jitter; a timeout the client asked for is capped by the maximum and
-    /// only ever shortened by the jitter, never lengthened.
-    pub(crate) fn wait_for(&self, requested: Option<Duration>) -> Duration {
-        match requested {
-            None => self
-                .timeout
-                .mul_f64(1.0 + self.jitter * (2.0 * fastrand::f64() - 1.0)),
-            Some(requested) => requested
-                .min(self.max_timeout)
-                .mul_f64(1.0 - self.jitter * fastrand::f64()),
-        }
-    }
 }
 
 /// No poll waits longer than a day: it keeps deadline arithmetic far from
@@ -90,8 +46,7 @@ pub struct LongPollLayerBuilder {
     max_timeout: Option<Duration>,
     jitter: f64,
     keepalive: KeepAlive,
-    max_per_id: usize,
-    max_parked: usize,
+    limits: WaitLimits,
     max_batch: usize,
     retry_after_max: Duration,
     max_request_body: usize,
@@ -108,8 +63,7 @@ impl LongPollLayerBuilder {
             max_timeout: None,
             jitter: 0.1,
             keepalive: KeepAlive::no_content(),
-            max_per_id: 8,
-            max_parked: 100_000,
+            limits: WaitLimits::default(),
             max_batch: 1,
             retry_after_max: Duration::from_secs(5),
             max_request_body: 16 * 1024,
@@ -213,14 +167,14 @@ impl LongPollLayerBuilder {
     /// a few tabs); beyond it, `429 Too Many Requests`. Raise it to use one id
     /// as a broadcast channel.
     pub fn max_per_id(mut self, polls: usize) -> Self {
-        self.max_per_id = polls;
+        self.limits = WaitLimits::new(polls, self.limits.global());
         self
     }
 
     /// The most polls parked at once over all ids (default 100,000); beyond
     /// it, `503 Service Unavailable`. Counted per hub.
     pub fn max_parked(mut self, polls: usize) -> Self {
-        self.max_parked = polls;
+        self.limits = WaitLimits::new(self.limits.per_id(), polls);
         self
     }
 
@@ -290,10 +244,7 @@ impl LongPollLayerBuilder {
                 max_timeout: self.max_timeout.unwrap_or(self.timeout),
                 jitter: self.jitter,
                 keepalive: self.keepalive,
-                limits: Limits {
-                    per_id: self.max_per_id,
-                    global: self.max_parked,
-                },
+                limits: self.limits,
                 max_batch: self.max_batch,
                 retry_after_max: self.retry_after_max.as_secs().max(1),
                 max_request_body: self.max_request_body,
@@ -339,22 +290,6 @@ impl fmt::Debug for LongPollLayer {
     }
 }
 
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LongPollLayer")
-            .field("routes", &self.routes)
-            .field("client_id", &self.client_id)
-            .field("authorize", &self.authorize.is_some())
-            .field("timeout", &self.timeout)
-            .field("max_timeout", &self.max_timeout)
-            .field("jitter", &self.jitter)
-            .field("keepalive", &self.keepalive)
-            .field("limits", &self.limits)
-            .field("max_batch", &self.max_batch)
-            .finish()
-    }
-}
-
 impl fmt::Debug for LongPollLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LongPollLayerBuilder")
@@ -379,13 +314,13 @@ mod tests {
         let shared = &layer.shared;
         let (mut below, mut above) = (false, false);
         for _ in 0..1000 {
-            let wait = shared.wait_for(None);
+            let wait = shared.wait_time(None);
             assert!(wait >= Duration::from_secs(8) && wait <= Duration::from_secs(12));
             below |= wait < Duration::from_secs(9);
             above |= wait > Duration::from_secs(11);
-            let asked = shared.wait_for(Some(Duration::from_secs(5)));
+            let asked = shared.wait_time(Some(Duration::from_secs(5)));
             assert!(asked >= Duration::from_secs(4) && asked <= Duration::from_secs(5));
-            let capped = shared.wait_for(Some(Duration::from_secs(60)));
+            let capped = shared.wait_time(Some(Duration::from_secs(60)));
             assert!(capped >= Duration::from_secs(16) && capped <= Duration::from_secs(20));
         }
         assert!(below && above, "the jitter spreads timeouts");

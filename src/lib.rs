@@ -94,6 +94,7 @@ mod error;
 mod event;
 mod future;
 mod hub;
+mod id;
 #[cfg(feature = "serde")]
 mod json;
 mod keepalive;
@@ -102,16 +103,19 @@ mod params;
 mod response;
 mod route;
 mod service;
+mod shared;
 pub mod store;
 
 pub use crate::body::{DeliveryBody, LongPollBody};
-pub use crate::client_id::{ClientId, InvalidId, RequestHead};
+pub use crate::client_id::ClientId;
 pub use crate::cursor::{Cursor, ParseCursorError};
 pub use crate::error::{Forbidden, PublishError};
 pub use crate::event::{Event, StoredEvent};
 pub use crate::future::ResponseFuture;
 pub use crate::hub::{Hub, HubBuilder, Stats, WaitError, WaitFor, WaitLimits};
+pub use crate::id::InvalidId;
 pub use crate::keepalive::KeepAlive;
 pub use crate::layer::{LongPollLayer, LongPollLayerBuilder};
 pub use crate::response::{LAST_EVENT_ID, LONGPOLL_GAP};
+pub use crate::route::RequestHead;
 pub use crate::service::LongPoll;

@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue, Response};
 use crate::body::{Commit, ReplyBody};
 use crate::cursor::Cursor;
 use crate::error::Rejection;
-use crate::hub::{Counters, Hub};
+use crate::hub::{Count, Hub};
 use crate::keepalive::KeepAlive;
 use crate::store::ReadResult;
 
@@ -71,7 +71,7 @@ pub(crate) fn events(delivery: Delivery<'_>, result: ReadResult) -> Response<Rep
     }
     if delivery.head {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(data.len()));
-        Counters::add(&delivery.hub.inner.counters.delivered);
+        delivery.hub.count(Count::Delivered);
     } else {
         let commit = Commit::new(delivery.hub.clone(), Arc::clone(delivery.id), last.cursor);
         *response.body_mut() = ReplyBody::event(data, commit);

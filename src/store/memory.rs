@@ -49,6 +49,7 @@ pub struct MemoryStore {
 
 /// Sets the limits of a [`MemoryStore`].
 #[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct MemoryStoreBuilder {
     config: Config,
 }
