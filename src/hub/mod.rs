@@ -104,9 +104,10 @@ pub struct Stats {
     pub kept_bytes: usize,
     /// Events published through this hub.
     pub published: u64,
-    /// Event responses whose body the connection took (counted as it takes
-    /// it, just before the bytes are written), and `HEAD` answers that found
-    /// an event.
+    /// Event responses handed to the connection (counted as it first polls
+    /// the body, just before the bytes are handed over; for an event without
+    /// bytes, whose body is never polled, as the response is handed over),
+    /// and `HEAD` answers that found an event.
     pub delivered: u64,
     /// Polls answered with the keepalive response.
     pub timed_out: u64,
