@@ -238,7 +238,11 @@ impl Future for PollFuture {
             *this.finished = true;
             return Poll::Ready(shared.refuse(Rejection::ShuttingDown));
         }
-        ready!(this.sleep.as_mut().poll(cx));
+        // Once overdue, the deadline has passed: the keepalive goes as soon as
+        // the first read gives it a position, without waiting for the grace.
+        if !*this.overdue {
+            ready!(this.sleep.as_mut().poll(cx));
+        }
         if this.drain.is_some() {
             *this.finished = true;
             return Poll::Ready(shared.refuse(Rejection::BodyTimeout));
@@ -250,11 +254,9 @@ impl Future for PollFuture {
             if !*this.overdue {
                 *this.overdue = true;
                 this.sleep.as_mut().reset(*this.deadline + STORE_GRACE);
-                // Registers the new timer with this task.
-                if this.sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
             }
+            // Registers the timer with this task.
+            ready!(this.sleep.as_mut().poll(cx));
             *this.finished = true;
             tracing::warn!(client_id = &**this.id, grace = ?STORE_GRACE,
                 "the store did not answer a poll's first read by its deadline");

@@ -218,3 +218,67 @@ async fn a_store_that_never_answers_gets_a_503_past_the_deadline_and_a_grace() {
     assert_eq!(hub.stats().rejected, 2);
     assert_eq!(hub.stats().parked, 0);
 }
+
+/// A store whose reads answer late, around the real in-memory store.
+struct SlowReads(tower_longpoll::store::MemoryStore, Duration);
+
+impl tower_longpoll::store::Store for SlowReads {
+    fn append(
+        &self,
+        id: &str,
+        event: Event,
+    ) -> tower_longpoll::store::StoreFuture<
+        Result<tower_longpoll::Cursor, tower_longpoll::store::StoreError>,
+    > {
+        self.0.append(id, event)
+    }
+
+    fn read(
+        &self,
+        id: &str,
+        from: tower_longpoll::store::ReadFrom,
+        max_events: usize,
+    ) -> tower_longpoll::store::StoreFuture<
+        Result<tower_longpoll::store::ReadResult, tower_longpoll::store::StoreError>,
+    > {
+        let (store, delay, id) = (self.0.clone(), self.1, id.to_owned());
+        tower_longpoll::store::StoreFuture::new(async move {
+            tokio::time::sleep(delay).await;
+            store.read(&id, from, max_events).await
+        })
+    }
+
+    fn commit(
+        &self,
+        id: &str,
+        cursor: tower_longpoll::Cursor,
+    ) -> tower_longpoll::store::StoreFuture<Result<(), tower_longpoll::store::StoreError>> {
+        self.0.commit(id, cursor)
+    }
+
+    fn stats(&self) -> tower_longpoll::store::StoreStats {
+        self.0.stats()
+    }
+}
+
+/// A first read that answers after the deadline, within the grace: the
+/// keepalive, with the client's cursor, as soon as the read has answered.
+#[tokio::test]
+async fn a_first_read_answering_within_the_grace_gets_its_keepalive_at_once() {
+    let hub = Hub::builder()
+        .store(SlowReads(
+            tower_longpoll::store::MemoryStore::new(),
+            Duration::from_millis(300),
+        ))
+        .build();
+    let server = TestServer::start(layer(&hub, Duration::from_millis(100), 0.0)).await;
+    let started = Instant::now();
+    let reply = get(server.addr, "/poll/ann").await;
+    let waited = started.elapsed();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.cursor().ends_with("-0"), "{}", reply.cursor());
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    // Not held until the deadline plus the grace (1.1 s).
+    assert!(waited < Duration::from_millis(900), "{waited:?}");
+    assert_eq!(hub.stats().timed_out, 1);
+}
