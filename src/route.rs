@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, Method, Uri, Version};
 
-/// A borrowed view of a request's head, given to route predicates and to
-/// [`ClientId::from_fn`].
+/// A borrowed view of a request's head, given to route predicates, to
+/// [`ClientId::from_fn`](crate::ClientId::from_fn), and to the `authorize` hook of
+/// [`LongPollLayerBuilder`](crate::LongPollLayerBuilder::authorize).
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'a> {
     pub(crate) method: &'a Method,
