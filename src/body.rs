@@ -1,6 +1,13 @@
 //! The response body of the layer: the inner service's body, untouched, or
 //! a body the layer made, which commits an event's delivery as it is handed
-//! to the connection.
+//! to the connection; and [`DeliveryBody`], the same delivery body for code
+//! that answers with events read by [`Hub::wait_for`].
+//!
+//! An event with bytes is committed when the connection first polls the body
+//! for them. hyper never polls an empty body (nor the body of a `204`, a
+//! `304` or a `HEAD` answer), so an event without bytes is committed as its
+//! response is handed over: the layer's response future records it before it
+//! yields the response.
 
 use std::fmt;
 use std::future::Future;
@@ -13,7 +20,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::cursor::Cursor;
-use crate::hub::{Counters, Hub};
+use crate::event::StoredEvent;
+use crate::hub::{Count, Hub};
 use crate::store::{StoreError, StoreFuture};
 
 pin_project! {
@@ -88,11 +96,40 @@ impl ReplyBody {
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+        ready!(self.poll_commit(cx));
+        Poll::Ready(self.data.take().map(Frame::data))
+    }
+
+    /// Records the delivery now, if there is one still to record.
+    pub(crate) fn poll_commit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if let Some(commit) = &mut self.commit {
             ready!(commit.poll_commit(cx));
             self.commit = None;
         }
-        Poll::Ready(self.data.take().map(Frame::data))
+        Poll::Ready(())
+    }
+
+    /// Called as the response is handed over: an event without bytes is
+    /// committed now, because its body will not be polled.
+    pub(crate) fn poll_handover(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.data.is_none() {
+            ready!(self.poll_commit(cx));
+        }
+        Poll::Ready(())
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.commit.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.data {
+            // Not committed yet and nothing to send: an exact size of 0 would
+            // make hyper skip the body, and with it the commit. Only a
+            // `DeliveryBody` whose owner did not commit it gets here.
+            None if self.commit.is_some() => SizeHint::default(),
+            data => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
     }
 }
 
@@ -119,7 +156,7 @@ impl Commit {
                 "could not record a delivery");
         }
         self.done = true;
-        Counters::add(&inner.counters.delivered);
+        self.hub.count(Count::Delivered);
         tracing::debug!(client_id = &*self.id, cursor = %self.cursor, "event delivered");
         Poll::Ready(())
     }
@@ -128,7 +165,7 @@ impl Commit {
 impl Drop for Commit {
     fn drop(&mut self) {
         if !self.done {
-            Counters::add(&self.hub.inner.counters.cancelled);
+            self.hub.count(Count::Cancelled);
             tracing::debug!(client_id = &*self.id, cursor = %self.cursor,
                 "connection dropped an event response before taking it; the event stays for the next poll");
         }
@@ -155,21 +192,14 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Reply { reply } => reply.data.is_none() && reply.commit.is_none(),
+            Kind::Reply { reply } => reply.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            // An empty event must still be polled, or its delivery is never
-            // committed: with an exact size of 0, HTTP/1 skips the body.
-            Kind::Reply { reply } if reply.data.is_none() && reply.commit.is_some() => {
-                SizeHint::default()
-            }
-            Kind::Reply { reply } => {
-                SizeHint::with_exact(reply.data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Kind::Reply { reply } => reply.size_hint(),
         }
     }
 }
@@ -184,5 +214,97 @@ impl<B> fmt::Debug for LongPollBody<B> {
                 .field("commits", &reply.commit.is_some())
                 .finish(),
         }
+    }
+}
+
+/// The body of a response that delivers an event read with
+/// [`Hub::wait_for`]: the event's bytes, and the commit of its cursor as the
+/// id's delivery position, as the layer's own event responses do.
+///
+/// An event with bytes is committed when the connection first polls this
+/// body for them, just before they are handed over. A response whose body
+/// the connection never polls records nothing by itself: hyper skips the
+/// body of a `204`, a `304`, a `HEAD` answer and any empty body. For such a
+/// response, [`commit`](DeliveryBody::commit) the body as you hand the
+/// response over, or clients that poll without a cursor get the same event
+/// again and again.
+///
+/// ```
+/// use http::Response;
+/// use tower_longpoll::store::ReadFrom;
+/// use tower_longpoll::{DeliveryBody, Event, Hub, WaitLimits};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let hub = Hub::new();
+/// hub.publish("orders", Event::new("")).await?;
+/// let (index, read) = hub
+///     .wait_for([("orders", ReadFrom::Delivered)], 1, WaitLimits::default())
+///     .await?;
+/// let stored = &read.events()[0];
+/// let mut body = DeliveryBody::new(&hub, "orders", stored);
+/// if stored.event.data().is_empty() {
+///     // hyper will not poll an empty body: record the delivery now.
+///     body.commit().await;
+/// }
+/// let response = Response::new(body);
+/// # let _ = (index, response);
+/// assert_eq!(hub.stats().delivered, 1);
+/// # Ok(())
+/// # }
+/// ```
+pub struct DeliveryBody {
+    reply: ReplyBody,
+}
+
+impl DeliveryBody {
+    /// The body delivering `stored`, an event read from `hub` for `id`.
+    pub fn new(hub: &Hub, id: &str, stored: &StoredEvent) -> Self {
+        let commit = Commit::new(hub.clone(), Arc::from(id), stored.cursor);
+        DeliveryBody {
+            reply: ReplyBody::event(stored.event.data().clone(), commit),
+        }
+    }
+
+    /// Records the delivery now (once: later calls, and the body's first
+    /// poll, record nothing more). Resolves when the store has recorded it;
+    /// a store that fails is logged, and the event may then be delivered
+    /// again to a client without a cursor, never lost.
+    pub async fn commit(&mut self) {
+        std::future::poll_fn(|cx| self.reply.poll_commit(cx)).await;
+    }
+
+    /// Whether the delivery has been recorded.
+    pub fn is_committed(&self) -> bool {
+        self.reply.commit.is_none()
+    }
+}
+
+impl Body for DeliveryBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.reply.poll_frame(cx).map(|frame| frame.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.reply.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.reply.size_hint()
+    }
+}
+
+impl fmt::Debug for DeliveryBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeliveryBody")
+            .field("len", &self.reply.data.as_ref().map_or(0, Bytes::len))
+            .field("committed", &self.is_committed())
+            .finish()
     }
 }

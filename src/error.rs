@@ -1,10 +1,11 @@
 //! Errors: what a publish can fail with, and why a poll is refused.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::StatusCode;
 
-use crate::client_id::InvalidId;
+use crate::id::InvalidId;
 use crate::store::StoreError;
 
 /// Why [`Hub::publish`](crate::Hub::publish) failed. Nothing was kept.
@@ -62,6 +63,49 @@ impl std::error::Error for PublishError {
     }
 }
 
+/// A poll refused by the hook given to
+/// [`LongPollLayerBuilder::authorize`](crate::LongPollLayerBuilder::authorize):
+/// answered `403 Forbidden`, before anything of the id is read.
+///
+/// ```
+/// use tower_longpoll::Forbidden;
+///
+/// let refused = Forbidden::because("you may poll only your own id");
+/// assert_eq!(refused.to_string(), "you may poll only your own id");
+/// assert_eq!(Forbidden::new().to_string(), "this client may not poll this id");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forbidden {
+    reason: Option<Cow<'static, str>>,
+}
+
+impl Forbidden {
+    /// A refusal answered with a generic reason.
+    pub fn new() -> Self {
+        Forbidden::default()
+    }
+
+    /// A refusal whose reason is the body of the `403` (plain text, sent to
+    /// the client: say nothing it must not know).
+    pub fn because(reason: impl Into<Cow<'static, str>>) -> Self {
+        Forbidden {
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+impl fmt::Display for Forbidden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            self.reason
+                .as_deref()
+                .unwrap_or("this client may not poll this id"),
+        )
+    }
+}
+
+impl std::error::Error for Forbidden {}
+
 /// Why the layer answered a poll itself instead of parking it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Rejection {
@@ -69,6 +113,10 @@ pub(crate) enum Rejection {
     MissingId {
         source: String,
     },
+    /// The id was to come from a request extension an authentication layer
+    /// puts there, and none did: the server's stack is wrong, not the request.
+    MissingIdentity,
+    Forbidden(Forbidden),
     InvalidId(InvalidId),
     MalformedCursor {
         source: &'static str,
@@ -102,6 +150,8 @@ impl Rejection {
             | Rejection::MalformedBatch
             | Rejection::DuplicateParameter(_)
             | Rejection::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Rejection::MissingIdentity => StatusCode::INTERNAL_SERVER_ERROR,
+            Rejection::Forbidden(_) => StatusCode::FORBIDDEN,
             Rejection::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::TooManyForId { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -134,6 +184,10 @@ impl fmt::Display for Rejection {
             Rejection::MissingId { source } => {
                 write!(f, "missing client id: expected it in {source}")
             }
+            Rejection::MissingIdentity => {
+                f.write_str("the server could not tell who is polling; this is the server's fault")
+            }
+            Rejection::Forbidden(forbidden) => forbidden.fmt(f),
             Rejection::InvalidId(err) => err.fmt(f),
             Rejection::MalformedCursor { source, reason } => {
                 write!(f, "malformed cursor in {source}: {reason}")

@@ -1,7 +1,7 @@
 //! Events: what a publisher sends and a parked poll receives.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::cursor::Cursor;
 
@@ -143,13 +143,17 @@ impl Event {
         self
     }
 
-    /// The number of bytes this event occupies in a log, for the store's limits.
+    /// The bytes this event holds besides its own struct, for the store's
+    /// limits: its body, its content type, and its headers with their map.
     pub(crate) fn kept_size(&self) -> usize {
+        // A header's entry in the map, besides its name's and value's bytes.
+        const HEADER_ENTRY: usize = size_of::<HeaderName>() + size_of::<HeaderValue>() + 16;
         let headers = self.headers.as_deref().map_or(0, |headers| {
-            headers
-                .iter()
-                .map(|(name, value)| name.as_str().len() + value.len())
-                .sum()
+            size_of::<HeaderMap>()
+                + headers
+                    .iter()
+                    .map(|(name, value)| HEADER_ENTRY + name.as_str().len() + value.len())
+                    .sum::<usize>()
         });
         self.data.len() + self.content_type.as_ref().map_or(0, HeaderValue::len) + headers
     }

@@ -16,11 +16,10 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::body::{LongPollBody, ReplyBody};
 use crate::error::Rejection;
-use crate::hub::Counters;
+use crate::hub::Count;
 use crate::hub::wait::{Wait, WaitOutcome};
-use crate::layer::Shared;
 use crate::response::{self, Delivery};
-use crate::service::{refusal_rejection, refuse};
+use crate::shared::Shared;
 
 pin_project! {
     /// The response future of [`LongPoll`](crate::LongPoll).
@@ -67,19 +66,30 @@ where
 {
     type Output = Result<Response<LongPollBody<B>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future
-                .poll(cx)
-                .map(|result| result.map(|response| response.map(LongPollBody::inner))),
-            KindProj::Reply { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion")
-                .map(LongPollBody::reply))),
-            KindProj::Poll { poll } => poll
-                .as_mut()
-                .poll(cx)
-                .map(|response| Ok(response.map(LongPollBody::reply))),
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut kind = self.as_mut().project().kind;
+            let response = match kind.as_mut().project() {
+                KindProj::Inner { future } => {
+                    return future
+                        .poll(cx)
+                        .map(|result| result.map(|response| response.map(LongPollBody::inner)));
+                }
+                KindProj::Reply { response } => {
+                    let reply = response
+                        .as_mut()
+                        .expect("ResponseFuture polled after completion");
+                    // The response is handed over when this future yields it:
+                    // a delivery whose body will not be polled is recorded now.
+                    ready!(reply.body_mut().poll_handover(cx));
+                    let response = response.take().expect("taken once");
+                    return Poll::Ready(Ok(response.map(LongPollBody::reply)));
+                }
+                KindProj::Poll { poll } => ready!(poll.as_mut().poll(cx)),
+            };
+            kind.set(Kind::Reply {
+                response: Some(response),
+            });
         }
     }
 }
@@ -99,6 +109,11 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 
 /// The least time a poll's request body is given to arrive.
 const MIN_BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// How long past its deadline a poll waits for a store's first read, which
+/// the keepalive needs (it carries the client's cursor), before it answers
+/// `503`: a store that never answers must not hold the poll forever.
+pub(crate) const STORE_GRACE: Duration = Duration::from_secs(1);
 
 pub(crate) type DrainFuture = Pin<Box<dyn Future<Output = Result<(), Rejection>> + Send>>;
 
@@ -120,6 +135,8 @@ pin_project! {
         sleep: Sleep,
         #[pin]
         shutdown: WaitForCancellationFutureOwned,
+        // The deadline passed with the store's first read still pending.
+        overdue: bool,
         finished: bool,
     }
 
@@ -127,7 +144,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if !*this.finished {
-                Counters::add(&this.shared.hub.inner.counters.cancelled);
+                this.shared.hub.count(Count::Cancelled);
                 tracing::debug!(client_id = &**this.id, "client went away; its poll is cancelled");
             }
         }
@@ -142,10 +159,10 @@ impl PollFuture {
         multipart: bool,
         wait: Wait,
         drain: Option<DrainFuture>,
-        wait_for: Duration,
+        wait_time: Duration,
     ) -> Self {
         let shutdown = shared.hub.inner.shutdown.clone().cancelled_owned();
-        let deadline = Instant::now() + wait_for;
+        let deadline = Instant::now() + wait_time;
         // A body gets at least a moment to arrive, even for `?timeout=0`;
         // once it is in, the poll's own deadline applies.
         let first_deadline = if drain.is_some() {
@@ -163,6 +180,7 @@ impl PollFuture {
             drain,
             wait,
             shutdown,
+            overdue: false,
             finished: false,
         }
     }
@@ -182,7 +200,7 @@ impl Future for PollFuture {
                 }
                 Poll::Ready(Err(rejection)) => {
                     *this.finished = true;
-                    return Poll::Ready(refuse(shared, rejection));
+                    return Poll::Ready(shared.refuse(rejection));
                 }
                 Poll::Pending => {}
             }
@@ -208,37 +226,42 @@ impl Future for PollFuture {
                         response::events(delivery, result)
                     }
                     WaitOutcome::Empty => {
-                        Counters::add(&shared.hub.inner.counters.timed_out);
+                        shared.hub.count(Count::TimedOut);
                         response::keepalive(&shared.keepalive, this.wait.position())
                     }
-                    WaitOutcome::Refused(refusal) => {
-                        refuse(shared, refusal_rejection(shared, refusal))
-                    }
-                    WaitOutcome::Failed(err) => {
-                        tracing::warn!(client_id = &**this.id, error = %err, "reading the event log failed");
-                        refuse(shared, Rejection::StoreUnavailable)
-                    }
+                    WaitOutcome::Failed(err) => shared.wait_failed(this.id, err),
                 };
                 return Poll::Ready(response);
             }
         }
         if this.shutdown.poll(cx).is_ready() {
             *this.finished = true;
-            return Poll::Ready(refuse(shared, Rejection::ShuttingDown));
+            return Poll::Ready(shared.refuse(Rejection::ShuttingDown));
         }
-        ready!(this.sleep.poll(cx));
+        ready!(this.sleep.as_mut().poll(cx));
         if this.drain.is_some() {
             *this.finished = true;
-            return Poll::Ready(refuse(shared, Rejection::BodyTimeout));
+            return Poll::Ready(shared.refuse(Rejection::BodyTimeout));
         }
         if this.wait.position().is_none() {
             // The first read of a slow store has not answered yet: without it
-            // the keepalive could not carry the client's cursor. It answers
-            // within the store's own timeout, and wakes this task when it does.
-            return Poll::Pending;
+            // the keepalive could not carry the client's cursor. It gets a
+            // grace; a store that has not answered by then is unavailable.
+            if !*this.overdue {
+                *this.overdue = true;
+                this.sleep.as_mut().reset(*this.deadline + STORE_GRACE);
+                // Registers the new timer with this task.
+                if this.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            *this.finished = true;
+            tracing::warn!(client_id = &**this.id, grace = ?STORE_GRACE,
+                "the store did not answer a poll's first read by its deadline");
+            return Poll::Ready(shared.refuse(Rejection::StoreUnavailable));
         }
         *this.finished = true;
-        Counters::add(&shared.hub.inner.counters.timed_out);
+        shared.hub.count(Count::TimedOut);
         tracing::trace!(client_id = &**this.id, "poll timed out");
         Poll::Ready(response::keepalive(&shared.keepalive, this.wait.position()))
     }

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use crate::client_id::{ClientId, RequestHead};
-use crate::hub::Hub;
-use crate::hub::wait::Limits;
+use crate::client_id::ClientId;
+use crate::error::Forbidden;
+use crate::hub::{Hub, WaitLimits};
 use crate::keepalive::KeepAlive;
-use crate::route::{PathParams, Pattern, Route};
+use crate::route::{Pattern, RequestHead, Route};
 use crate::service::LongPoll;
+use crate::shared::{Authorize, Shared};
 
 /// Applies long-polling to the matched routes of a service.
 ///
@@ -20,45 +21,6 @@ use crate::service::LongPoll;
 #[derive(Clone)]
 pub struct LongPollLayer {
     pub(crate) shared: Arc<Shared>,
-}
-
-/// The configuration every clone of the layer and its services share.
-pub(crate) struct Shared {
-    pub(crate) hub: Hub,
-    pub(crate) routes: Box<[Route]>,
-    pub(crate) client_id: ClientId,
-    pub(crate) timeout: Duration,
-    pub(crate) max_timeout: Duration,
-    pub(crate) jitter: f64,
-    pub(crate) keepalive: KeepAlive,
-    pub(crate) limits: Limits,
-    pub(crate) max_batch: usize,
-    pub(crate) retry_after_max: u64,
-    pub(crate) max_request_body: usize,
-}
-
-impl Shared {
-    /// The first route a request matches, with its path parameters.
-    pub(crate) fn match_route<'a, B>(
-        &'a self,
-        request: &'a http::Request<B>,
-    ) -> Option<PathParams<'a>> {
-        self.routes.iter().find_map(|route| route.matches(request))
-    }
-
-    /// How long a poll waits. The default timeout is spread evenly over
-    /// ± jitter; a timeout the client asked for is capped by the maximum and
-    /// only ever shortened by the jitter, never lengthened.
-    pub(crate) fn wait_for(&self, requested: Option<Duration>) -> Duration {
-        match requested {
-            None => self
-                .timeout
-                .mul_f64(1.0 + self.jitter * (2.0 * fastrand::f64() - 1.0)),
-            Some(requested) => requested
-                .min(self.max_timeout)
-                .mul_f64(1.0 - self.jitter * fastrand::f64()),
-        }
-    }
 }
 
 /// No poll waits longer than a day: it keeps deadline arithmetic far from
@@ -79,12 +41,12 @@ pub struct LongPollLayerBuilder {
     hub: Hub,
     routes: Vec<Route>,
     client_id: Option<ClientId>,
+    authorize: Option<Arc<Authorize>>,
     timeout: Duration,
     max_timeout: Option<Duration>,
     jitter: f64,
     keepalive: KeepAlive,
-    max_per_id: usize,
-    max_parked: usize,
+    limits: WaitLimits,
     max_batch: usize,
     retry_after_max: Duration,
     max_request_body: usize,
@@ -96,12 +58,12 @@ impl LongPollLayerBuilder {
             hub,
             routes: Vec::new(),
             client_id: None,
+            authorize: None,
             timeout: Duration::from_secs(30),
             max_timeout: None,
             jitter: 0.1,
             keepalive: KeepAlive::no_content(),
-            max_per_id: 8,
-            max_parked: 100_000,
+            limits: WaitLimits::default(),
             max_batch: 1,
             retry_after_max: Duration::from_secs(5),
             max_request_body: 16 * 1024,
@@ -135,6 +97,38 @@ impl LongPollLayerBuilder {
     /// first route, which every route must have).
     pub fn client_id(mut self, client_id: ClientId) -> Self {
         self.client_id = Some(client_id);
+        self
+    }
+
+    /// Decides, for every poll, whether its request may read the events of
+    /// its client id: `f` gets the request head (its extensions hold what
+    /// an authentication layer verified) and the id as extracted and
+    /// checked. An `Err` is answered `403 Forbidden` with the refusal's
+    /// reason, before anything of the id is read. Default: every poll may.
+    ///
+    /// It is what ties an id taken from the path to the identity an
+    /// authentication layer outside this one verified, since polls are
+    /// answered before axum's router (and its `route_layer`) sees them:
+    ///
+    /// ```
+    /// use tower_longpoll::{Forbidden, Hub, LongPollLayer};
+    ///
+    /// #[derive(Clone)]
+    /// struct User(String);
+    ///
+    /// let layer = LongPollLayer::builder(Hub::new())
+    ///     .route("/poll/{user}")
+    ///     .authorize(|request, id| match request.extensions().get::<User>() {
+    ///         Some(User(user)) if user == id => Ok(()),
+    ///         _ => Err(Forbidden::because("you may poll only your own id")),
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn authorize<F>(mut self, f: F) -> Self
+    where
+        F: for<'a> Fn(&RequestHead<'a>, &str) -> Result<(), Forbidden> + Send + Sync + 'static,
+    {
+        self.authorize = Some(Arc::new(f));
         self
     }
 
@@ -173,14 +167,14 @@ impl LongPollLayerBuilder {
     /// a few tabs); beyond it, `429 Too Many Requests`. Raise it to use one id
     /// as a broadcast channel.
     pub fn max_per_id(mut self, polls: usize) -> Self {
-        self.max_per_id = polls;
+        self.limits = WaitLimits::new(polls, self.limits.global());
         self
     }
 
     /// The most polls parked at once over all ids (default 100,000); beyond
     /// it, `503 Service Unavailable`. Counted per hub.
     pub fn max_parked(mut self, polls: usize) -> Self {
-        self.max_parked = polls;
+        self.limits = WaitLimits::new(self.limits.per_id(), polls);
         self
     }
 
@@ -245,14 +239,12 @@ impl LongPollLayerBuilder {
                 hub: self.hub,
                 routes: self.routes.into_boxed_slice(),
                 client_id,
+                authorize: self.authorize,
                 timeout: self.timeout,
                 max_timeout: self.max_timeout.unwrap_or(self.timeout),
                 jitter: self.jitter,
                 keepalive: self.keepalive,
-                limits: Limits {
-                    per_id: self.max_per_id,
-                    global: self.max_parked,
-                },
+                limits: self.limits,
                 max_batch: self.max_batch,
                 retry_after_max: self.retry_after_max.as_secs().max(1),
                 max_request_body: self.max_request_body,
@@ -298,21 +290,6 @@ impl fmt::Debug for LongPollLayer {
     }
 }
 
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LongPollLayer")
-            .field("routes", &self.routes)
-            .field("client_id", &self.client_id)
-            .field("timeout", &self.timeout)
-            .field("max_timeout", &self.max_timeout)
-            .field("jitter", &self.jitter)
-            .field("keepalive", &self.keepalive)
-            .field("limits", &self.limits)
-            .field("max_batch", &self.max_batch)
-            .finish()
-    }
-}
-
 impl fmt::Debug for LongPollLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LongPollLayerBuilder")
@@ -337,13 +314,13 @@ mod tests {
         let shared = &layer.shared;
         let (mut below, mut above) = (false, false);
         for _ in 0..1000 {
-            let wait = shared.wait_for(None);
+            let wait = shared.wait_time(None);
             assert!(wait >= Duration::from_secs(8) && wait <= Duration::from_secs(12));
             below |= wait < Duration::from_secs(9);
             above |= wait > Duration::from_secs(11);
-            let asked = shared.wait_for(Some(Duration::from_secs(5)));
+            let asked = shared.wait_time(Some(Duration::from_secs(5)));
             assert!(asked >= Duration::from_secs(4) && asked <= Duration::from_secs(5));
-            let capped = shared.wait_for(Some(Duration::from_secs(60)));
+            let capped = shared.wait_time(Some(Duration::from_secs(60)));
             assert!(capped >= Duration::from_secs(16) && capped <= Duration::from_secs(20));
         }
         assert!(below && above, "the jitter spreads timeouts");

@@ -52,8 +52,9 @@
 //! `Last-Event-ID: <cursor>` or `If-None-Match: "<cursor>"`; events already
 //! there are answered at once. A client that sends no cursor gets the events
 //! after the id's delivery position, which moves only once an event's
-//! response body has been handed to the connection. `docs/protocol.md` has the
-//! exact wire contract.
+//! response body has been handed to the connection (for an event without
+//! bytes, whose body hyper never polls, once its response has).
+//! `docs/protocol.md` has the exact wire contract.
 //!
 //! # Disconnects
 //! When a client goes away, hyper drops the response future; the poll leaves
@@ -69,7 +70,8 @@
 //! GRIP requests on several channels at once) waits on the hub directly with
 //! [`Hub::wait_for`]: the same race-free wait as a parked poll, on one or
 //! several ids, cancelled by dropping it. An [`Event`] may carry its own
-//! status and headers, as a published HTTP response does.
+//! status and headers, as a published HTTP response does; a
+//! [`DeliveryBody`] carries it and records its delivery as the layer does.
 //!
 //! # Runtime
 //! Polls use tokio's timer, so the service runs inside a tokio runtime with
@@ -92,6 +94,7 @@ mod error;
 mod event;
 mod future;
 mod hub;
+mod id;
 #[cfg(feature = "serde")]
 mod json;
 mod keepalive;
@@ -100,16 +103,19 @@ mod params;
 mod response;
 mod route;
 mod service;
+mod shared;
 pub mod store;
 
-pub use crate::body::LongPollBody;
-pub use crate::client_id::{ClientId, InvalidId, RequestHead};
+pub use crate::body::{DeliveryBody, LongPollBody};
+pub use crate::client_id::ClientId;
 pub use crate::cursor::{Cursor, ParseCursorError};
-pub use crate::error::PublishError;
+pub use crate::error::{Forbidden, PublishError};
 pub use crate::event::{Event, StoredEvent};
 pub use crate::future::ResponseFuture;
 pub use crate::hub::{Hub, HubBuilder, Stats, WaitError, WaitFor, WaitLimits};
+pub use crate::id::InvalidId;
 pub use crate::keepalive::KeepAlive;
 pub use crate::layer::{LongPollLayer, LongPollLayerBuilder};
-pub use crate::response::LONGPOLL_GAP;
+pub use crate::response::{LAST_EVENT_ID, LONGPOLL_GAP};
+pub use crate::route::RequestHead;
 pub use crate::service::LongPoll;

@@ -9,9 +9,7 @@ use percent_encoding::percent_decode;
 
 use crate::cursor::{Cursor, MAX_CURSOR_LEN};
 use crate::error::Rejection;
-
-/// The `Last-Event-ID` header, as EventSource clients send it.
-pub(crate) const LAST_EVENT_ID: &str = "last-event-id";
+use crate::response::LAST_EVENT_ID;
 
 /// Where a client says it stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

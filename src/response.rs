@@ -9,13 +9,17 @@ use http::{HeaderName, HeaderValue, Response};
 use crate::body::{Commit, ReplyBody};
 use crate::cursor::Cursor;
 use crate::error::Rejection;
-use crate::hub::{Counters, Hub};
+use crate::hub::{Count, Hub};
 use crate::keepalive::KeepAlive;
 use crate::store::ReadResult;
 
 /// `Longpoll-Gap: true` marks a response after which the client may have
 /// missed events.
 pub const LONGPOLL_GAP: HeaderName = HeaderName::from_static("longpoll-gap");
+
+/// `Last-Event-ID: <cursor>`: one of the ways a poll sends its cursor (as
+/// EventSource clients do); for a CORS layer's allowed request headers.
+pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
@@ -67,7 +71,7 @@ pub(crate) fn events(delivery: Delivery<'_>, result: ReadResult) -> Response<Rep
     }
     if delivery.head {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(data.len()));
-        Counters::add(&delivery.hub.inner.counters.delivered);
+        delivery.hub.count(Count::Delivered);
     } else {
         let commit = Commit::new(delivery.hub.clone(), Arc::clone(delivery.id), last.cursor);
         *response.body_mut() = ReplyBody::event(data, commit);

@@ -1,9 +1,68 @@
-//! Which requests are polls: path patterns and predicates.
+//! Which requests are polls: path patterns and predicates, and the view of
+//! a request's head that predicates, id sources and the `authorize` hook
+//! are given.
 
 use std::fmt;
 use std::sync::Arc;
 
-use crate::client_id::RequestHead;
+use http::{Extensions, HeaderMap, Method, Uri, Version};
+
+/// A borrowed view of a request's head, given to route predicates and to
+/// [`ClientId::from_fn`].
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) version: Version,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) extensions: &'a Extensions,
+    pub(crate) params: PathParams<'a>,
+}
+
+impl<'a> RequestHead<'a> {
+    pub(crate) fn of<B>(request: &'a http::Request<B>, params: PathParams<'a>) -> Self {
+        RequestHead {
+            method: request.method(),
+            uri: request.uri(),
+            version: request.version(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+            params,
+        }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The request target.
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+
+    /// The HTTP version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// The request extensions, where an authentication layer leaves the
+    /// identity it verified.
+    pub fn extensions(&self) -> &'a Extensions {
+        self.extensions
+    }
+
+    /// A parameter of the matched route pattern, as it appears in the path
+    /// (still percent-encoded). `None` for predicate routes.
+    pub fn path_param(&self, name: &str) -> Option<&'a str> {
+        self.params.get(name)
+    }
+}
 
 /// The most `{param}` segments a pattern may have.
 const MAX_PARAMS: usize = 8;

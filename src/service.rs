@@ -9,15 +9,14 @@ use http::{Method, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use crate::body::ReplyBody;
-use crate::client_id::{IdRejection, RequestHead};
 use crate::error::Rejection;
 use crate::future::{PollFuture, ResponseFuture, drain_body};
-use crate::hub::Counters;
-use crate::hub::wait::{Refusal, Wait};
-use crate::layer::Shared;
+use crate::hub::Count;
+use crate::hub::wait::Wait;
 use crate::params::{self, Since};
 use crate::response::{self, Delivery};
+use crate::route::RequestHead;
+use crate::shared::Shared;
 use crate::store::{ReadFrom, StoreError};
 
 /// Long-polling middleware: answers the polls of its routes itself and passes
@@ -92,35 +91,22 @@ where
         let id = match shared.match_route(&request) {
             None => return ResponseFuture::inner(self.inner.call(request)),
             Some(_) if !matches!(*request.method(), Method::GET | Method::HEAD) => {
-                return ResponseFuture::reply(refuse(shared, Rejection::MethodNotAllowed));
+                return ResponseFuture::reply(shared.refuse(Rejection::MethodNotAllowed));
             }
-            Some(params) => shared
-                .client_id
-                .extract(&RequestHead::of(&request, params), shared.hub.max_id_len()),
+            Some(params) => {
+                let head = RequestHead::of(&request, params);
+                let id = shared.client_id.extract(&head, shared.hub.max_id_len());
+                if let (Ok(id), Some(authorize)) = (&id, &shared.authorize) {
+                    if let Err(forbidden) = authorize(&head, id) {
+                        return ResponseFuture::reply(
+                            shared.refuse(Rejection::Forbidden(forbidden)),
+                        );
+                    }
+                }
+                id
+            }
         };
         start(shared, request, id)
-    }
-}
-
-/// Refuses a poll: counts it, logs it, answers it.
-pub(crate) fn refuse(shared: &Shared, rejection: Rejection) -> Response<ReplyBody> {
-    let counters = &shared.hub.inner.counters;
-    if rejection == Rejection::ShuttingDown {
-        Counters::add(&counters.shed);
-    } else {
-        Counters::add(&counters.rejected);
-    }
-    tracing::debug!(status = rejection.status().as_u16(), reason = %rejection, "poll refused");
-    response::rejection(&rejection, shared.retry_after_max)
-}
-
-pub(crate) fn refusal_rejection(shared: &Shared, refusal: Refusal) -> Rejection {
-    match refusal {
-        Refusal::PerId => Rejection::TooManyForId {
-            limit: shared.limits.per_id,
-        },
-        Refusal::Global => Rejection::TooManyParked,
-        Refusal::Ids => Rejection::TooManyIds,
     }
 }
 
@@ -129,7 +115,7 @@ pub(crate) fn refusal_rejection(shared: &Shared, refusal: Refusal) -> Rejection 
 fn start<B, F>(
     shared: &Arc<Shared>,
     request: Request<B>,
-    id: Result<Arc<str>, IdRejection>,
+    id: Result<Arc<str>, Rejection>,
 ) -> ResponseFuture<F>
 where
     B: Body + Send + 'static,
@@ -137,21 +123,22 @@ where
     let head = request.method() == Method::HEAD;
     let id = match id {
         Ok(id) => id,
-        Err(IdRejection::Missing) => {
-            let source = shared.client_id.describe();
-            return ResponseFuture::reply(refuse(shared, Rejection::MissingId { source }));
+        Err(Rejection::MissingIdentity) => {
+            tracing::error!(
+                extension = shared.client_id.extension_type(),
+                "a poll reached the long-poll layer without the request extension its client id comes from: put the layer that inserts it outside the long-poll layer"
+            );
+            return ResponseFuture::reply(shared.refuse(Rejection::MissingIdentity));
         }
-        Err(IdRejection::Invalid(invalid)) => {
-            return ResponseFuture::reply(refuse(shared, Rejection::InvalidId(invalid)));
-        }
+        Err(rejection) => return ResponseFuture::reply(shared.refuse(rejection)),
     };
     let params = match params::parse(request.uri().query(), request.headers()) {
         Ok(params) => params,
-        Err(rejection) => return ResponseFuture::reply(refuse(shared, rejection)),
+        Err(rejection) => return ResponseFuture::reply(shared.refuse(rejection)),
     };
     let hub = &shared.hub;
     if hub.is_shut_down() {
-        return ResponseFuture::reply(refuse(shared, Rejection::ShuttingDown));
+        return ResponseFuture::reply(shared.refuse(Rejection::ShuttingDown));
     }
     let multipart = shared.max_batch > 1 && params.batch.is_some();
     let max_events = if multipart {
@@ -166,7 +153,7 @@ where
     };
     // A client that asks for no wait only reads: it never takes a parking slot.
     let park = params.timeout != Some(Duration::ZERO);
-    let wait_for = shared.wait_for(params.timeout);
+    let wait_time = shared.wait_time(params.timeout);
     let body = request.into_body();
     let limits = shared.limits;
 
@@ -183,7 +170,7 @@ where
                 return ResponseFuture::reply(response::events(delivery, result));
             }
             Ok(Ok(result)) if !park => {
-                Counters::add(&hub.inner.counters.timed_out);
+                hub.count(Count::TimedOut);
                 let position = Some(result.position());
                 return ResponseFuture::reply(response::keepalive(&shared.keepalive, position));
             }
@@ -194,11 +181,11 @@ where
                 (wait, None)
             }
             Ok(Err(StoreError::TooManyIds { .. })) => {
-                return ResponseFuture::reply(refuse(shared, Rejection::TooManyIds));
+                return ResponseFuture::reply(shared.refuse(Rejection::TooManyIds));
             }
             Ok(Err(err)) => {
                 tracing::warn!(client_id = &*id, error = %err, "reading the event log failed");
-                return ResponseFuture::reply(refuse(shared, Rejection::StoreUnavailable));
+                return ResponseFuture::reply(shared.refuse(Rejection::StoreUnavailable));
             }
             Err(pending) => {
                 let wait = Wait::after_pending_read(
@@ -226,6 +213,6 @@ where
         multipart,
         wait,
         drain,
-        wait_for,
+        wait_time,
     )))
 }

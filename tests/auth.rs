@@ -173,3 +173,116 @@ async fn the_demo_publish_endpoint_needs_its_token_when_set() {
     assert_eq!(reply.text(), "ok");
     assert_eq!(demo.terminate().await.code(), Some(0));
 }
+
+mod hook {
+    //! The layer's `authorize` hook and the identity extension, in process.
+
+    use axum::Router;
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use tower::util::MapRequestLayer;
+    use tower_longpoll::{ClientId, Event, Forbidden, Hub, LongPollLayer};
+
+    use super::support::{TestServer, app, request};
+
+    /// What an authentication layer verified.
+    #[derive(Clone)]
+    struct User(String);
+
+    impl AsRef<str> for User {
+        fn as_ref(&self) -> &str {
+            &self.0
+        }
+    }
+
+    /// Stands for an authentication layer: the user named by `x-user`.
+    fn authenticated(router: Router) -> Router {
+        router.layer(MapRequestLayer::new(|mut request: Request<Body>| {
+            let user = request
+                .headers()
+                .get("x-user")
+                .and_then(|value| value.to_str().ok())
+                .map(|user| User(user.to_owned()));
+            if let Some(user) = user {
+                request.extensions_mut().insert(user);
+            }
+            request
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_path_id_is_authorized_against_the_verified_user() {
+        let hub = Hub::new();
+        let layer = LongPollLayer::builder(hub.clone())
+            .route("/poll/{user}")
+            .authorize(|request, id| match request.extensions().get::<User>() {
+                Some(User(user)) if user == id => Ok(()),
+                _ => Err(Forbidden::because("you may poll only your own id")),
+            })
+            .build();
+        let server = TestServer::serve(authenticated(app().layer(layer)), hub.clone()).await;
+        hub.publish("bob", Event::new("for bob")).await.unwrap();
+
+        for (path, user) in [
+            ("/poll/bob?since=0", Some("alice")),
+            ("/poll/bob?since=0&timeout=0", None),
+            ("/poll/bob", Some("alice")),
+        ] {
+            let headers: Vec<(&str, &str)> = user.iter().map(|user| ("x-user", *user)).collect();
+            let reply = request(server.addr, "GET", path, &headers).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path} as {user:?}");
+            assert_eq!(reply.text(), "you may poll only your own id\n");
+            assert_eq!(reply.header("etag"), None, "nothing of bob's log leaks");
+        }
+        assert_eq!(hub.stats().rejected, 3);
+        assert_eq!(hub.stats().delivered, 0);
+
+        // Bob gets his event, which nobody took.
+        let reply = request(server.addr, "GET", "/poll/bob", &[("x-user", "bob")]).await;
+        assert_eq!((reply.status, reply.text()), (StatusCode::OK, "for bob"));
+        // Other routes are the app's, untouched by the hook.
+        let reply = request(server.addr, "GET", "/", &[]).await;
+        assert_eq!(reply.text(), "index");
+    }
+
+    #[tokio::test]
+    async fn a_missing_identity_extension_is_the_servers_fault() {
+        let hub = Hub::new();
+        let layer = LongPollLayer::builder(hub.clone())
+            .route("/events")
+            .client_id(ClientId::extension::<User>())
+            .build();
+        // Wrongly stacked: the authentication layer is inside the long-poll layer.
+        let server = TestServer::serve(authenticated(app()).layer(layer), hub.clone()).await;
+        hub.publish("alice", Event::new("for alice")).await.unwrap();
+        let reply = request(
+            server.addr,
+            "GET",
+            "/events?since=0",
+            &[("x-user", "alice")],
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !reply.text().contains("User") && !reply.text().contains("::"),
+            "no Rust type name: {}",
+            reply.text()
+        );
+        assert_eq!(hub.stats().delivered, 0);
+
+        // Stacked right, the same request gets the event.
+        let layer = LongPollLayer::builder(hub.clone())
+            .route("/events")
+            .client_id(ClientId::extension::<User>())
+            .build();
+        let server = TestServer::serve(authenticated(app().layer(layer)), hub.clone()).await;
+        let reply = request(
+            server.addr,
+            "GET",
+            "/events?since=0",
+            &[("x-user", "alice")],
+        )
+        .await;
+        assert_eq!((reply.status, reply.text()), (StatusCode::OK, "for alice"));
+    }
+}

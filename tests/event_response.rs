@@ -59,3 +59,72 @@ async fn a_parked_poll_gets_the_events_status_and_headers() {
         .await;
     assert_eq!(conn.response(false).await.status, StatusCode::NO_CONTENT);
 }
+
+/// hyper never polls the body of a `204` or `304`: such an event is
+/// committed as its response is handed over, so a client without a cursor
+/// gets it once and then the events after it.
+#[tokio::test]
+async fn bodiless_events_are_delivered_once_and_the_next_ones_follow() {
+    let hub = Hub::new();
+    let layer = LongPollLayer::builder(hub.clone())
+        .route("/poll/{client}")
+        .timeout(Duration::from_secs(20))
+        .build();
+    let server = TestServer::start(layer).await;
+    let marked = |value: &'static str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-event", HeaderValue::from_static(value));
+        headers
+    };
+    let mut conn = Conn::connect(server.addr).await;
+
+    // Answered at once from the log.
+    let no_content = hub
+        .publish(
+            "alice",
+            Event::new("")
+                .status(StatusCode::NO_CONTENT)
+                .headers(marked("no-content")),
+        )
+        .await
+        .unwrap();
+    conn.send("GET", "/poll/alice", &[]).await;
+    let first = conn.response(false).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT);
+    assert_eq!(first.header("x-event"), Some("no-content"));
+    assert_eq!(first.cursor(), no_content.to_string());
+    conn.send("GET", "/poll/alice?timeout=0", &[]).await;
+    let again = conn.response(false).await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT);
+    assert_eq!(again.header("x-event"), None, "the 204 event came once");
+    assert_eq!(again.cursor(), no_content.to_string());
+
+    // Answered while parked.
+    conn.send("GET", "/poll/alice", &[]).await;
+    server.parked(1).await;
+    hub.publish(
+        "alice",
+        Event::new("")
+            .status(StatusCode::NOT_MODIFIED)
+            .headers(marked("not-modified")),
+    )
+    .await
+    .unwrap();
+    let parked = conn.response(false).await;
+    assert_eq!(parked.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(parked.header("x-event"), Some("not-modified"));
+
+    // An empty 200 goes out with `Content-Length: 0`, committed all the same.
+    hub.publish("alice", Event::new("")).await.unwrap();
+    conn.send("GET", "/poll/alice", &[]).await;
+    let empty = conn.response(false).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert_eq!(empty.header("content-length"), Some("0"));
+
+    let later = hub.publish("alice", Event::new("later")).await.unwrap();
+    conn.send("GET", "/poll/alice", &[]).await;
+    let next = conn.response(false).await;
+    assert_eq!((next.status, next.text()), (StatusCode::OK, "later"));
+    assert_eq!(next.cursor(), later.to_string());
+    assert_eq!(server.hub.stats().delivered, 4);
+}

@@ -102,3 +102,27 @@ async fn a_cancellation_token_shuts_the_hub_down() {
     );
     eventually("nothing parked", || hub.stats().parked == 0).await;
 }
+
+/// The token given to `shutdown_on` is the application's (it may stop its
+/// other tasks): the hub's own shutdown must not cancel it.
+#[tokio::test]
+async fn shutting_the_hub_down_leaves_the_callers_token_alone() {
+    let token = CancellationToken::new();
+    let hub = Hub::builder().shutdown_on(token.clone()).build();
+    let server = TestServer::start(layer(&hub)).await;
+    let mut conn = Conn::connect(server.addr).await;
+    conn.send("GET", "/poll/t", &[]).await;
+    server.parked(1).await;
+    hub.shutdown();
+    assert_eq!(
+        conn.response(false).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(hub.is_shut_down());
+    assert!(
+        !token.is_cancelled(),
+        "the hub's shutdown cancelled the caller's token"
+    );
+    // The server, whose own shutdown may hang on that token, still serves.
+    assert_eq!(get(server.addr, "/").await.text(), "index");
+}

@@ -159,3 +159,62 @@ async fn keepalives_can_be_text_or_any_response() {
     );
     assert!(reply.header("etag").is_some());
 }
+
+/// A store whose reads never answer: the failure being simulated, around
+/// the real in-memory store.
+struct ReadsNeverAnswer(tower_longpoll::store::MemoryStore);
+
+impl tower_longpoll::store::Store for ReadsNeverAnswer {
+    fn append(
+        &self,
+        id: &str,
+        event: Event,
+    ) -> tower_longpoll::store::StoreFuture<
+        Result<tower_longpoll::Cursor, tower_longpoll::store::StoreError>,
+    > {
+        self.0.append(id, event)
+    }
+
+    fn read(
+        &self,
+        _id: &str,
+        _from: tower_longpoll::store::ReadFrom,
+        _max_events: usize,
+    ) -> tower_longpoll::store::StoreFuture<
+        Result<tower_longpoll::store::ReadResult, tower_longpoll::store::StoreError>,
+    > {
+        tower_longpoll::store::StoreFuture::new(std::future::pending())
+    }
+
+    fn commit(
+        &self,
+        id: &str,
+        cursor: tower_longpoll::Cursor,
+    ) -> tower_longpoll::store::StoreFuture<Result<(), tower_longpoll::store::StoreError>> {
+        self.0.commit(id, cursor)
+    }
+
+    fn stats(&self) -> tower_longpoll::store::StoreStats {
+        self.0.stats()
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_never_answers_gets_a_503_past_the_deadline_and_a_grace() {
+    let hub = Hub::builder()
+        .store(ReadsNeverAnswer(tower_longpoll::store::MemoryStore::new()))
+        .build();
+    let server = TestServer::start(layer(&hub, Duration::from_millis(200), 0.0)).await;
+    for path in ["/poll/ann", "/poll/ann?timeout=0"] {
+        let started = Instant::now();
+        let reply = get(server.addr, path).await;
+        let waited = started.elapsed();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(reply.header("retry-after").is_some(), "{path}");
+        assert!(reply.text().contains("unavailable"), "{path}");
+        // The deadline (200 ms or none) plus the grace of 1 s, never less.
+        assert!(waited >= Duration::from_secs(1), "{path}: {waited:?}");
+    }
+    assert_eq!(hub.stats().rejected, 2);
+    assert_eq!(hub.stats().parked, 0);
+}

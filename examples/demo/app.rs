@@ -22,25 +22,25 @@ const MAX_PUBLISH_BYTES: usize = 1024 * 1024;
 
 /// How the long-poll layer is set up.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// How long a poll waits for an event before the keepalive (204).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Most polls parked at once on one client id.
-    pub max_per_id: usize,
+    pub(crate) max_per_id: usize,
     /// Most polls parked at once in all.
-    pub max_waiters: usize,
+    pub(crate) max_waiters: usize,
     /// The largest `Retry-After` sent with `429` and `503`.
-    pub retry_after: Duration,
+    pub(crate) retry_after: Duration,
     /// Serve the routes through the long-poll layer (false: the same routes
     /// without it, to measure what the layer costs the requests it passes on).
-    pub layer: bool,
+    pub(crate) layer: bool,
     /// When set, `POST /publish/{client}` needs `Authorization: Bearer <token>`.
-    pub publish_token: Option<String>,
+    pub(crate) publish_token: Option<String>,
     /// How long a publish body may take to arrive (`408` after).
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// Origins whose pages may poll and publish (CORS); `*` for any.
     /// Empty: no CORS headers, and browsers keep other origins out.
-    pub allow_origins: Vec<HeaderValue>,
+    pub(crate) allow_origins: Vec<HeaderValue>,
 }
 
 impl Default for Options {
@@ -65,7 +65,7 @@ impl Default for Options {
 /// Without CORS, the binary puts the same layer around [`routes`] instead
 /// (see `main.rs`).
 #[allow(dead_code)]
-pub fn router(hub: Hub, options: &Options) -> Router {
+pub(crate) fn router(hub: Hub, options: &Options) -> Router {
     let mut routes = routes(hub.clone(), options);
     if options.layer {
         routes = routes.layer(longpoll(hub, options));
@@ -109,7 +109,7 @@ async fn only_for_allowed_origins(mut response: Response) -> Response {
 /// carry are allowed; the response headers a client must read are exposed.
 /// Named origins may send credentials (cookies, HTTP auth); `*` cannot,
 /// browsers refuse credentials for any-origin answers.
-pub fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
+pub(crate) fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
@@ -138,7 +138,7 @@ pub fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
 /// An origin as `--allow-origin` takes it: `*`, or `scheme://host[:port]`
 /// exactly as browsers send it in `Origin` (no path, no trailing `/`).
 #[allow(dead_code)]
-pub fn parse_origin(text: &str) -> Result<HeaderValue, String> {
+pub(crate) fn parse_origin(text: &str) -> Result<HeaderValue, String> {
     if text == "*" {
         return Ok(HeaderValue::from_static("*"));
     }
@@ -163,7 +163,7 @@ pub fn parse_origin(text: &str) -> Result<HeaderValue, String> {
 }
 
 /// The long-poll layer of the app.
-pub fn longpoll(hub: Hub, options: &Options) -> LongPollLayer {
+pub(crate) fn longpoll(hub: Hub, options: &Options) -> LongPollLayer {
     LongPollLayer::builder(hub)
         .route("/poll/{client}")
         .timeout(options.timeout)
@@ -175,7 +175,7 @@ pub fn longpoll(hub: Hub, options: &Options) -> LongPollLayer {
 }
 
 /// Every route but the long-polls.
-pub fn routes(hub: Hub, options: &Options) -> Router {
+pub(crate) fn routes(hub: Hub, options: &Options) -> Router {
     Router::new()
         .route("/", get(index))
         .route_service("/longpoll.js", LongPollJs::new())

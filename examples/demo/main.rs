@@ -29,7 +29,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 // SAFETY: jemalloc reads this NUL-terminated string once, at its start.
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0\0"[0];
+pub(crate) static MALLOC_CONF: &u8 =
+    &b"background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0\0"[0];
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use axum::http::{HeaderValue, Method, Response, StatusCode, header};
 use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
@@ -13,11 +13,11 @@ use tower_http::trace::{
     DefaultMakeSpan, DefaultOnBodyChunk, DefaultOnEos, DefaultOnRequest, DefaultOnResponse,
     OnFailure, OnResponse, TraceLayer,
 };
-use tower_longpoll::LONGPOLL_GAP;
+use tower_longpoll::{LAST_EVENT_ID, LONGPOLL_GAP};
 use tracing::Span;
 
 /// `TraceLayer` as the stack sets it up.
-pub type Trace = TraceLayer<
+pub(crate) type Trace = TraceLayer<
     SharedClassifier<ServerErrorsAsFailures>,
     DefaultMakeSpan,
     DefaultOnRequest,
@@ -37,7 +37,7 @@ pub type Trace = TraceLayer<
 ///   each with `Retry-After`: one error line per client at every deploy says
 ///   nothing. The crate logs the shutdown itself (info), and a store that
 ///   fails (warn). Other `5xx` stay errors.
-pub fn trace() -> Trace {
+pub(crate) fn trace() -> Trace {
     TraceLayer::new_for_http()
         .on_response(PollAwareOnResponse)
         .on_failure(PollAwareOnFailure)
@@ -45,7 +45,7 @@ pub fn trace() -> Trace {
 
 /// See [`trace`].
 #[derive(Clone, Copy, Debug)]
-pub struct PollAwareOnResponse;
+pub(crate) struct PollAwareOnResponse;
 
 impl<B> OnResponse<B> for PollAwareOnResponse {
     fn on_response(self, response: &Response<B>, latency: Duration, span: &Span) {
@@ -65,7 +65,7 @@ impl<B> OnResponse<B> for PollAwareOnResponse {
 
 /// See [`trace`].
 #[derive(Clone, Copy, Debug)]
-pub struct PollAwareOnFailure;
+pub(crate) struct PollAwareOnFailure;
 
 impl OnFailure<ServerErrorsFailureClass> for PollAwareOnFailure {
     fn on_failure(&mut self, class: ServerErrorsFailureClass, latency: Duration, span: &Span) {
@@ -91,14 +91,14 @@ impl OnFailure<ServerErrorsFailureClass> for PollAwareOnFailure {
 
 /// Compression of responses, events included: it goes outside the
 /// long-poll layer so that events are compressed (keepalives have no body).
-pub fn compression() -> CompressionLayer {
+pub(crate) fn compression() -> CompressionLayer {
     CompressionLayer::new()
 }
 
 /// A timeout for the app's own routes, never for polls: it goes inside the
 /// long-poll layer. (Outside it, it would answer every poll that waits
 /// longer with `408`.)
-pub fn timeout(after: Duration) -> TimeoutLayer {
+pub(crate) fn timeout(after: Duration) -> TimeoutLayer {
     TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, after)
 }
 
@@ -106,7 +106,7 @@ pub fn timeout(after: Duration) -> TimeoutLayer {
 /// preflights before they reach the long-poll layer (which allows only
 /// `GET` and `HEAD`) or an authentication layer (browsers send no
 /// credentials with a preflight), and its headers are on refusals too.
-pub fn cors(origin: HeaderValue) -> CorsLayer {
+pub(crate) fn cors(origin: HeaderValue) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(origin)
         .allow_credentials(true)
@@ -115,7 +115,7 @@ pub fn cors(origin: HeaderValue) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
-            HeaderName::from_static("last-event-id"),
+            LAST_EVENT_ID,
         ])
         .expose_headers([header::ETAG, header::RETRY_AFTER, LONGPOLL_GAP])
         .max_age(Duration::from_secs(600))

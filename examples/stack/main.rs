@@ -8,7 +8,7 @@
 //! 3. `CompressionLayer`: compresses events as well as the app's answers;
 //! 4. authentication: who the bearer token says, `401` without one;
 //! 5. the long-poll layer: holds `GET /poll/{user}`, and lets a user poll
-//!    only their own id (`403` otherwise);
+//!    only their own id (its `authorize` hook: `403` otherwise);
 //! 6. `TimeoutLayer`: for the app's own routes only; outside the long-poll
 //!    layer it would cut every poll short with `408`;
 //! 7. the app's routes: `POST /publish/{user}` (JSON), `GET /slow`.
@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tower_longpoll::{Event, Hub, LongPollLayer};
+use tower_longpoll::{Event, Forbidden, Hub, LongPollLayer};
 
 /// Who a request's bearer token says it comes from.
 #[derive(Clone, Debug)]
@@ -103,8 +103,14 @@ async fn main() -> std::io::Result<()> {
     let args = args();
     let hub = Hub::new();
 
+    // The id is in the path; the hook ties it to the user the
+    // authentication layer (outside this one) verified.
     let longpoll = LongPollLayer::builder(hub.clone())
         .route("/poll/{user}")
+        .authorize(|request, id| match request.extensions().get::<User>() {
+            Some(User(user)) if **user == *id => Ok(()),
+            _ => Err(Forbidden::because("you may poll only your own id")),
+        })
         .timeout(Duration::from_secs(30))
         .build();
 
@@ -132,8 +138,9 @@ async fn main() -> std::io::Result<()> {
         .await
 }
 
-/// `401` without a known bearer token; a poll may only be for the user the
-/// token names (`403`).
+/// `401` without a known bearer token; otherwise the request carries the
+/// token's `User` (the long-poll layer's `authorize` hook checks it against
+/// the polled id).
 async fn authenticate(State(users): State<Users>, mut request: Request, next: Next) -> Response {
     let token = request
         .headers()
@@ -148,11 +155,6 @@ async fn authenticate(State(users): State<Users>, mut request: Request, next: Ne
         )
             .into_response();
     };
-    if let Some(polled) = request.uri().path().strip_prefix("/poll/") {
-        if polled != &*user {
-            return (StatusCode::FORBIDDEN, "you may poll only your own id\n").into_response();
-        }
-    }
     request.extensions_mut().insert(User(user));
     next.run(request).await
 }

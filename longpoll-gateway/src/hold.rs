@@ -1,22 +1,19 @@
 //! GRIP holds: wait on the hold's channels, answer with the first published
 //! response or, on timeout, with the upstream's own.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::ext::ReasonPhrase;
-use tower_longpoll::store::{ReadFrom, StoreError, StoreFuture};
-use tower_longpoll::{Cursor, Hub, StoredEvent, WaitError, WaitLimits};
+use tower_longpoll::store::ReadFrom;
+use tower_longpoll::{DeliveryBody, Hub, StoredEvent, WaitError, WaitLimits};
 
 use crate::grip::{Hold, Whole};
-use crate::reply::{BoxError, ProxyBody, full, text, unavailable};
+use crate::reply::{ProxyBody, full, text, unavailable};
 use crate::state::{State, add};
 
 /// How a hold ended.
@@ -84,7 +81,7 @@ pub async fn hold(state: &Arc<State>, hold: Hold, may_retry: bool) -> Outcome {
             add(&metrics.hold_events);
             let stored = &read.events()[0];
             tracing::debug!(channel = names[index], cursor = %stored.cursor, "GRIP hold released by a publish");
-            event_response(&state.hub, names[index], stored)
+            event_response(&state.hub, names[index], stored).await
         }
         Err(_elapsed) => {
             add(&metrics.hold_timeouts);
@@ -126,19 +123,15 @@ pub fn whole_response(whole: Whole) -> Response<ProxyBody> {
 }
 
 /// The published response: status, headers and body of the event; its
-/// delivery is committed when the body is handed to the connection.
-fn event_response(hub: &Hub, channel: &str, stored: &StoredEvent) -> Response<ProxyBody> {
+/// delivery is committed when the body is handed to the connection, or now
+/// when the connection will not poll the body (an event without bytes).
+async fn event_response(hub: &Hub, channel: &str, stored: &StoredEvent) -> Response<ProxyBody> {
     let event = &stored.event;
-    let body = CommitBody {
-        data: Some(event.data().clone()),
-        commit: Some(Commit {
-            hub: hub.clone(),
-            channel: channel.into(),
-            cursor: stored.cursor,
-            pending: None,
-        }),
-    };
-    let mut response = Response::new(body.boxed_unsync());
+    let mut body = DeliveryBody::new(hub, channel, stored);
+    if event.data().is_empty() {
+        body.commit().await;
+    }
+    let mut response = Response::new(body.map_err(|never| match never {}).boxed_unsync());
     *response.status_mut() = event.status_value().unwrap_or(StatusCode::OK);
     if let Some(headers) = event.headers_value() {
         *response.headers_mut() = headers.clone();
@@ -150,53 +143,6 @@ fn event_response(hub: &Hub, channel: &str, stored: &StoredEvent) -> Response<Pr
     }
     crate::items::apply_reason(&mut response);
     response
-}
-
-/// The event's bytes; the channel's delivery position moves to its cursor
-/// just before they are handed over, as for the layer's polls.
-struct CommitBody {
-    data: Option<Bytes>,
-    commit: Option<Commit>,
-}
-
-struct Commit {
-    hub: Hub,
-    channel: Box<str>,
-    cursor: Cursor,
-    pending: Option<StoreFuture<Result<(), StoreError>>>,
-}
-
-impl Body for CommitBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(commit) = &mut self.commit {
-            let Commit {
-                hub,
-                channel,
-                cursor,
-                pending,
-            } = commit;
-            let pending = pending.get_or_insert_with(|| hub.store().commit(channel, *cursor));
-            if let Err(err) = ready!(Pin::new(pending).poll(cx)) {
-                tracing::warn!(channel = &**channel, error = %err, "could not record a delivery");
-            }
-            self.commit = None;
-        }
-        Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.commit.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.as_ref().map_or(0, |data| data.len() as u64))
-    }
 }
 
 /// A hold in progress: counts in the `holding` gauge, and tells the

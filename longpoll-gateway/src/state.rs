@@ -152,7 +152,7 @@ impl State {
         metric(
             "longpoll_deliveries_total",
             "counter",
-            "--route event responses handed to a connection.",
+            "Event responses handed to a connection: --route polls and GRIP holds.",
             stats.delivered,
         );
         metric(
@@ -164,7 +164,7 @@ impl State {
         metric(
             "longpoll_cancellations_total",
             "counter",
-            "--route polls whose client went away first.",
+            "--route polls, and GRIP hold event responses, whose client went away first.",
             stats.cancelled,
         );
         metric(

@@ -313,6 +313,44 @@ async fn a_publish_with_nobody_held_is_kept_for_the_next_hold() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }
 
+/// hyper never polls an empty body (nor a `204`'s): such an event is
+/// committed as its response is handed over, so the next holds wait for
+/// what comes after it instead of getting it again at once.
+#[tokio::test]
+async fn empty_and_204_publishes_are_delivered_once_then_later_events_follow() {
+    let (_upstream, gateway) = setup(&[]).await;
+    for (item, status) in [
+        (r#"{"body": ""}"#, StatusCode::OK),
+        (r#"{"code": 204}"#, StatusCode::NO_CONTENT),
+    ] {
+        let published = publish(
+            &gateway,
+            &format!(
+                r#"{{"items": [{{"channel": "empty", "formats": {{"http-response": {item}}}}}]}}"#
+            ),
+            &[],
+        )
+        .await;
+        assert_eq!(published.status, StatusCode::OK, "{}", published.text());
+        let reply = get(gateway.addr, "/hold/empty").await;
+        assert_eq!(reply.status, status, "{item}");
+        assert!(reply.body.is_empty());
+        // Delivered: the next hold waits, and times out with the upstream's answer.
+        let reply = get(gateway.addr, "/hold/empty?timeout=1").await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{item} came again");
+        assert_eq!(reply.text(), "timeout body");
+    }
+    let published = publish(
+        &gateway,
+        r#"{"items": [{"channel": "empty", "formats": {"http-response": {"body": "later"}}}]}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(published.status, StatusCode::OK);
+    let reply = get(gateway.addr, "/hold/empty").await;
+    assert_eq!((reply.status, reply.text()), (StatusCode::OK, "later"));
+}
+
 #[tokio::test]
 async fn a_hold_on_several_channels_ends_with_the_first_publish() {
     let (_upstream, gateway) = setup(&[]).await;

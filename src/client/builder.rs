@@ -48,6 +48,7 @@ const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 /// # Ok(())
 /// # }
 /// ```
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder {
     url: Result<Uri, Error>,
     server_wait: Option<Duration>,

@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
 use self::registry::Registry;
-use crate::client_id::check_id;
 use crate::cursor::Cursor;
 use crate::error::PublishError;
 use crate::event::Event;
+use crate::id::check_id;
 use crate::store::{MemoryStore, Notifier, Store};
 
-pub use self::wait_for::{WaitError, WaitFor, WaitLimits};
+pub use self::wait::{WaitError, WaitLimits};
+pub use self::wait_for::WaitFor;
 
 /// The default cap on an event's body: 1 MiB.
 const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -60,6 +61,7 @@ pub(crate) struct HubInner {
 }
 
 /// Builds a [`Hub`].
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct HubBuilder {
     store: Option<Arc<dyn Store>>,
     shutdown: Option<CancellationToken>,
@@ -69,18 +71,22 @@ pub struct HubBuilder {
 
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) published: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    pub(crate) timed_out: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) shed: AtomicU64,
+    published: AtomicU64,
+    delivered: AtomicU64,
+    timed_out: AtomicU64,
+    cancelled: AtomicU64,
+    rejected: AtomicU64,
+    shed: AtomicU64,
 }
 
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+/// What happened to a poll or an event, for the counters behind [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    Delivered,
+    TimedOut,
+    Cancelled,
+    Rejected,
+    Shed,
 }
 
 /// A snapshot of what a hub holds and has done, from [`Hub::stats`].
@@ -93,13 +99,15 @@ pub struct Stats {
     pub ids: usize,
     /// Events kept over all logs.
     pub kept_events: usize,
-    /// Bytes of event data kept over all logs.
+    /// Bytes kept over all logs, as the store counts them (see
+    /// [`StoreStats::bytes`](crate::store::StoreStats::bytes)).
     pub kept_bytes: usize,
     /// Events published through this hub.
     pub published: u64,
-    /// Event responses whose body the connection took (counted as it takes
-    /// it, just before the bytes are written), and `HEAD` answers that found
-    /// an event.
+    /// Event responses handed to the connection (counted as it first polls
+    /// the body, just before the bytes are handed over; for an event without
+    /// bytes, whose body is never polled, as the response is handed over),
+    /// and `HEAD` answers that found an event.
     pub delivered: u64,
     /// Polls answered with the keepalive response.
     pub timed_out: u64,
@@ -154,8 +162,11 @@ impl HubBuilder {
     }
 
     /// Shuts the hub down when `token` is cancelled (see [`Hub::shutdown`]).
+    ///
+    /// The hub waits on a child of `token`: [`Hub::shutdown`] does not
+    /// cancel `token` itself, which stays the caller's.
     pub fn shutdown_on(mut self, token: CancellationToken) -> Self {
-        self.shutdown = Some(token);
+        self.shutdown = Some(token.child_token());
         self
     }
 
@@ -224,7 +235,7 @@ impl Hub {
         // connection): waking this process's waiters to read costs little.
         let woke = inner.registry.notify(id);
         let cursor = appended.map_err(PublishError::Store)?;
-        Counters::add(&inner.counters.published);
+        inner.counters.published.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(client_id = id, %cursor, "published");
         if woke {
             // Let the polls just woken answer before the publisher goes on
@@ -276,6 +287,19 @@ impl Hub {
     /// The store the hub keeps events in.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Counts one poll or event in [`Stats`].
+    pub(crate) fn count(&self, what: Count) {
+        let counters = &self.inner.counters;
+        let counter = match what {
+            Count::Delivered => &counters.delivered,
+            Count::TimedOut => &counters.timed_out,
+            Count::Cancelled => &counters.cancelled,
+            Count::Rejected => &counters.rejected,
+            Count::Shed => &counters.shed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn max_id_len(&self) -> usize {

@@ -12,6 +12,7 @@
 //! as its cursor: another tab of the same id taking an event first must not
 //! make this one miss it.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,13 +24,84 @@ use tokio::sync::futures::OwnedNotified;
 use super::Hub;
 use super::registry::{RegisterError, Registration};
 use crate::cursor::Cursor;
+use crate::id::InvalidId;
 use crate::store::{ReadFrom, ReadResult, StoreError, StoreFuture};
 
-/// How many waiters may park.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub(crate) per_id: usize,
-    pub(crate) global: usize,
+/// How many waiters may park, for [`Hub::wait_for`].
+///
+/// Every id of a wait takes one place: a wait on three ids counts as three
+/// parked waiters in [`Stats::parked`](crate::Stats::parked) and against
+/// both limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitLimits {
+    per_id: usize,
+    global: usize,
+}
+
+impl WaitLimits {
+    /// At most `per_id` waiters parked on one id and `global` over all ids
+    /// of the hub (polls parked by a [`LongPollLayer`](crate::LongPollLayer)
+    /// on the same hub count too).
+    pub const fn new(per_id: usize, global: usize) -> Self {
+        WaitLimits { per_id, global }
+    }
+
+    pub(crate) fn per_id(&self) -> usize {
+        self.per_id
+    }
+
+    pub(crate) fn global(&self) -> usize {
+        self.global
+    }
+}
+
+/// 8 waiters per id, 100,000 in all: the defaults of the layer
+/// ([`LongPollLayerBuilder`](crate::LongPollLayerBuilder)) as well.
+impl Default for WaitLimits {
+    fn default() -> Self {
+        WaitLimits::new(8, 100_000)
+    }
+}
+
+/// Why a [`Hub::wait_for`] ended without events.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// One of the ids is not acceptable.
+    InvalidId(InvalidId),
+    /// One of the ids already has [`WaitLimits`]'s `per_id` waiters parked.
+    TooManyForId,
+    /// The hub already has [`WaitLimits`]'s `global` waiters parked.
+    TooManyParked,
+    /// The store keeps as many ids as it may and could not take a new one.
+    TooManyIds,
+    /// The store failed before the wait could park.
+    Store(StoreError),
+    /// The hub is shutting down ([`Hub::shutdown`]).
+    ShuttingDown,
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::InvalidId(err) => err.fmt(f),
+            WaitError::TooManyForId => f.write_str("an id has as many waiters as it may"),
+            WaitError::TooManyParked => f.write_str("the hub has as many waiters as it may"),
+            WaitError::TooManyIds => f.write_str("the store keeps as many ids as it may"),
+            WaitError::Store(err) => err.fmt(f),
+            WaitError::ShuttingDown => f.write_str("the hub is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for WaitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WaitError::InvalidId(err) => Some(err),
+            WaitError::Store(err) => Some(err),
+            _ => None,
+        }
+    }
 }
 
 /// How a wait ended.
@@ -39,17 +111,9 @@ pub(crate) enum WaitOutcome {
     Events(ReadResult),
     /// Nothing after the position, for a wait that was not to park.
     Empty,
-    /// A limit kept the waiter from parking.
-    Refused(Refusal),
-    /// The store failed before the waiter could park.
-    Failed(StoreError),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    PerId,
-    Global,
-    Ids,
+    /// A limit kept the waiter from parking, or the store failed before it
+    /// could park.
+    Failed(WaitError),
 }
 
 enum Stage {
@@ -69,7 +133,7 @@ pin_project! {
         id: Arc<str>,
         from: ReadFrom,
         max_events: usize,
-        limits: Limits,
+        limits: WaitLimits,
         park: bool,
         stage: Stage,
         registration: Option<Registration>,
@@ -97,7 +161,7 @@ impl Wait {
         id: Arc<str>,
         from: ReadFrom,
         max_events: usize,
-        limits: Limits,
+        limits: WaitLimits,
         park: bool,
     ) -> Self {
         let mut wait = Self::at(hub, id, from, max_events, limits, Stage::Start, None);
@@ -112,7 +176,7 @@ impl Wait {
         hub: Hub,
         id: Arc<str>,
         max_events: usize,
-        limits: Limits,
+        limits: WaitLimits,
         position: Cursor,
     ) -> Self {
         let from = ReadFrom::Cursor(position);
@@ -135,7 +199,7 @@ impl Wait {
         id: Arc<str>,
         from: ReadFrom,
         max_events: usize,
-        limits: Limits,
+        limits: WaitLimits,
         park: bool,
         read: StoreFuture<Result<ReadResult, StoreError>>,
     ) -> Self {
@@ -150,7 +214,7 @@ impl Wait {
         id: Arc<str>,
         from: ReadFrom,
         max_events: usize,
-        limits: Limits,
+        limits: WaitLimits,
         stage: Stage,
         position: Option<Cursor>,
     ) -> Self {
@@ -203,11 +267,11 @@ impl Future for Wait {
                     }
                     Err(StoreError::TooManyIds { .. }) => {
                         *this.stage = Stage::Done;
-                        return Poll::Ready(WaitOutcome::Refused(Refusal::Ids));
+                        return Poll::Ready(WaitOutcome::Failed(WaitError::TooManyIds));
                     }
                     Err(err) => {
                         *this.stage = Stage::Done;
-                        return Poll::Ready(WaitOutcome::Failed(err));
+                        return Poll::Ready(WaitOutcome::Failed(WaitError::Store(err)));
                     }
                 },
                 Stage::Register => {
@@ -217,11 +281,10 @@ impl Future for Wait {
                             Ok(registration) => registration,
                             Err(err) => {
                                 *this.stage = Stage::Done;
-                                let refusal = match err {
-                                    RegisterError::PerId => Refusal::PerId,
-                                    RegisterError::Global => Refusal::Global,
-                                };
-                                return Poll::Ready(WaitOutcome::Refused(refusal));
+                                return Poll::Ready(WaitOutcome::Failed(match err {
+                                    RegisterError::PerId => WaitError::TooManyForId,
+                                    RegisterError::Global => WaitError::TooManyParked,
+                                }));
                             }
                         };
                     // The signal is taken before the next read: see the module docs.

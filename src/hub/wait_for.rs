@@ -13,77 +13,9 @@ use std::task::{Context, Poll};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::Hub;
-use super::wait::{Limits, Refusal, Wait, WaitOutcome};
-use crate::client_id::{InvalidId, check_id};
-use crate::store::{ReadFrom, ReadResult, StoreError};
-
-/// How many waiters may park, for [`Hub::wait_for`].
-///
-/// Every id of a wait takes one place: a wait on three ids counts as three
-/// parked waiters in [`Stats::parked`](crate::Stats::parked) and against
-/// both limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WaitLimits {
-    per_id: usize,
-    global: usize,
-}
-
-impl WaitLimits {
-    /// At most `per_id` waiters parked on one id and `global` over all ids
-    /// of the hub (polls parked by a [`LongPollLayer`](crate::LongPollLayer)
-    /// on the same hub count too).
-    pub const fn new(per_id: usize, global: usize) -> Self {
-        WaitLimits { per_id, global }
-    }
-}
-
-/// The layer's defaults: 8 waiters per id, 100,000 in all.
-impl Default for WaitLimits {
-    fn default() -> Self {
-        WaitLimits::new(8, 100_000)
-    }
-}
-
-/// Why a [`Hub::wait_for`] ended without events.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum WaitError {
-    /// One of the ids is not acceptable.
-    InvalidId(InvalidId),
-    /// One of the ids already has [`WaitLimits`]'s `per_id` waiters parked.
-    TooManyForId,
-    /// The hub already has [`WaitLimits`]'s `global` waiters parked.
-    TooManyParked,
-    /// The store keeps as many ids as it may and could not take a new one.
-    TooManyIds,
-    /// The store failed before the wait could park.
-    Store(StoreError),
-    /// The hub is shutting down ([`Hub::shutdown`]).
-    ShuttingDown,
-}
-
-impl fmt::Display for WaitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WaitError::InvalidId(err) => err.fmt(f),
-            WaitError::TooManyForId => f.write_str("an id has as many waiters as it may"),
-            WaitError::TooManyParked => f.write_str("the hub has as many waiters as it may"),
-            WaitError::TooManyIds => f.write_str("the store keeps as many ids as it may"),
-            WaitError::Store(err) => err.fmt(f),
-            WaitError::ShuttingDown => f.write_str("the hub is shutting down"),
-        }
-    }
-}
-
-impl std::error::Error for WaitError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            WaitError::InvalidId(err) => Some(err),
-            WaitError::Store(err) => Some(err),
-            _ => None,
-        }
-    }
-}
+use super::wait::{Wait, WaitError, WaitLimits, WaitOutcome};
+use crate::id::check_id;
+use crate::store::{ReadFrom, ReadResult};
 
 /// The future of [`Hub::wait_for`]: resolves with the events of the first
 /// id that has some after its position, as `(index of the id, read)`.
@@ -150,10 +82,6 @@ impl Hub {
         I: IntoIterator<Item = (S, ReadFrom)>,
         S: AsRef<str>,
     {
-        let limits = Limits {
-            per_id: limits.per_id,
-            global: limits.global,
-        };
         let max_events = max_events.max(1);
         let mut waits = Vec::new();
         for (id, from) in ids {
@@ -201,12 +129,7 @@ impl Future for WaitFor {
         }
         let result = match outcome {
             Some((index, WaitOutcome::Events(read))) => Ok((index, read)),
-            Some((_, WaitOutcome::Refused(refusal))) => Err(match refusal {
-                Refusal::PerId => WaitError::TooManyForId,
-                Refusal::Global => WaitError::TooManyParked,
-                Refusal::Ids => WaitError::TooManyIds,
-            }),
-            Some((_, WaitOutcome::Failed(err))) => Err(WaitError::Store(err)),
+            Some((_, WaitOutcome::Failed(err))) => Err(err),
             Some((_, WaitOutcome::Empty)) => unreachable!("these waits park; they never end empty"),
             None => {
                 if shutdown.as_mut().poll(cx).is_pending() {
@@ -242,6 +165,7 @@ mod tests {
     use super::*;
     use crate::Event;
     use crate::cursor::Cursor;
+    use crate::id::InvalidId;
 
     fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
         let mut cx = Context::from_waker(std::task::Waker::noop());

@@ -13,6 +13,21 @@ use crate::event::{Event, StoredEvent};
 
 const SHARDS: usize = 32;
 
+/// What a log costs besides its events: the log itself, its map entry (key,
+/// value and the hash table's control byte, rounded up) and its id's bytes
+/// (see [`log_cost`]). Counted against `max_bytes`, so that a flood of tiny
+/// events over many ids is bounded as surely as a few large ones.
+const LOG_COST: usize = size_of::<Log>() + size_of::<Box<str>>() + 8;
+
+/// What one slot of a log's queue costs, taken or free: the event's fixed
+/// part. Its bytes (body, content type, headers) are added per event
+/// (`Event::kept_size`).
+const SLOT_COST: usize = size_of::<Kept>();
+
+fn log_cost(id: &str) -> usize {
+    LOG_COST + id.len()
+}
+
 /// Keeps every id's log in this process's memory: the default store of a
 /// [`Hub`](crate::Hub).
 ///
@@ -22,7 +37,8 @@ const SHARDS: usize = 32;
 /// [`id_idle_ttl`](MemoryStoreBuilder::id_idle_ttl) is forgotten with its log;
 /// at most [`max_ids`](MemoryStoreBuilder::max_ids) ids are kept, the least
 /// recently active idle ones making room for new ones; and all logs together
-/// keep at most [`max_bytes`](MemoryStoreBuilder::max_bytes) of event data.
+/// keep at most [`max_bytes`](MemoryStoreBuilder::max_bytes), counting each
+/// event's and each log's fixed cost as well as the event bytes.
 ///
 /// Every log gets a random epoch when it is created, so cursors from before a
 /// restart, or from before the id was forgotten, are recognised as stale.
@@ -33,6 +49,7 @@ pub struct MemoryStore {
 
 /// Sets the limits of a [`MemoryStore`].
 #[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct MemoryStoreBuilder {
     config: Config,
 }
@@ -86,6 +103,9 @@ struct Log {
     /// The last sequence number committed as handed to a client.
     delivered: Option<u64>,
     last_active: Instant,
+    /// The bytes counted for the log itself and its queue's slots, which
+    /// stay allocated while the log lives.
+    fixed_bytes: usize,
 }
 
 struct Kept {
@@ -126,8 +146,16 @@ impl MemoryStoreBuilder {
         self
     }
 
-    /// The most bytes of event data kept over all ids (default 256 MiB);
-    /// an append that would exceed it fails with [`StoreError::Full`].
+    /// The most bytes kept over all ids (default 256 MiB); an append that
+    /// would exceed it fails with [`StoreError::Full`].
+    ///
+    /// Counted: each event's body, content type and headers, each event's
+    /// fixed cost in its log's queue (a slot, about 100 bytes, counted while
+    /// the queue keeps it allocated), and each log's own (its map entry and
+    /// id, about 150 bytes). So the budget holds for any mix, many ids of
+    /// empty events as well as a few large ones. A log created by a poll on
+    /// a new id is counted but never refused (ids are bounded by
+    /// [`max_ids`](Self::max_ids)); its first append is.
     pub fn max_bytes(mut self, bytes: usize) -> Self {
         self.config.max_bytes = bytes;
         self
@@ -172,7 +200,8 @@ impl MemoryStore {
     /// Drops expired events and forgets idle ids now.
     ///
     /// This also happens lazily on every access to an id and, when the store
-    /// is used inside a tokio runtime, in a background task.
+    /// is used inside a tokio runtime, in a background task (started again on
+    /// the runtime at hand if the runtime that ran it has shut down).
     pub fn sweep(&self) {
         self.inner.sweep(Instant::now());
     }
@@ -205,7 +234,11 @@ impl Inner {
             .div_f64(4.0)
             .clamp(Duration::from_millis(100), Duration::from_secs(30));
         let store = Arc::downgrade(self);
-        runtime.spawn(sweep_periodically(store, period));
+        let running = Sweeping(store.clone());
+        runtime.spawn(async move {
+            let _running = running;
+            sweep_periodically(store, period).await;
+        });
     }
 
     fn sweep(&self, now: Instant) {
@@ -227,10 +260,12 @@ impl Inner {
         }
     }
 
+    /// Uncounts a log that is being forgotten, with its events.
     fn forget_events(&self, log: &Log) {
         let bytes: usize = log.events.iter().map(|kept| kept.event.kept_size()).sum();
         self.events.fetch_sub(log.events.len(), Ordering::Relaxed);
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.bytes
+            .fetch_sub(bytes + log.fixed_bytes, Ordering::Relaxed);
     }
 
     /// The log of `id`, created (with a fresh epoch) when there is none, and
@@ -251,7 +286,9 @@ impl Inner {
                     });
                 }
             }
-            shard.logs.insert(id.into(), Log::new(now));
+            let log = Log::new(now, id);
+            self.bytes.fetch_add(log.fixed_bytes, Ordering::Relaxed);
+            shard.logs.insert(id.into(), log);
             self.ids.fetch_add(1, Ordering::Relaxed);
         }
         let log = shard.logs.get_mut(id).expect("inserted above");
@@ -312,19 +349,27 @@ impl Inner {
         let now = Instant::now();
         let mut shard = self.shard(id);
         let (log, created) = self.log_mut(&mut shard, id, now)?;
-        // The event that a full log drops makes room for the new one.
-        let freed = if log.events.len() >= self.config.capacity {
+        // The event that a full log drops makes room for the new one; a
+        // queue that is full grows to the next size (at most the capacity).
+        let full = log.events.len() >= self.config.capacity;
+        let freed = if full {
             log.events
                 .front()
                 .map_or(0, |oldest| oldest.event.kept_size())
         } else {
             0
         };
-        let grow = size.saturating_sub(freed);
+        let slots = if !full && log.events.len() == log.events.capacity() {
+            (log.events.capacity() * 2).max(4).min(self.config.capacity) - log.events.capacity()
+        } else {
+            0
+        };
+        let grow = (size + slots * SLOT_COST).saturating_sub(freed);
         if self.bytes.fetch_add(grow, Ordering::Relaxed) + grow > self.config.max_bytes {
             self.bytes.fetch_sub(grow, Ordering::Relaxed);
             if created {
-                shard.logs.remove(id);
+                let log = shard.logs.remove(id).expect("created above");
+                self.bytes.fetch_sub(log.fixed_bytes, Ordering::Relaxed);
                 self.ids.fetch_sub(1, Ordering::Relaxed);
             }
             return Err(StoreError::Full {
@@ -332,7 +377,23 @@ impl Inner {
             });
         }
         // `grow` was added; the exact sum is restored below.
-        self.bytes.fetch_add(size - grow, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(size + slots * SLOT_COST - grow, Ordering::Relaxed);
+        if full {
+            let oldest = log.events.pop_front().expect("a full log has events");
+            self.events.fetch_sub(1, Ordering::Relaxed);
+            self.bytes
+                .fetch_sub(oldest.event.kept_size(), Ordering::Relaxed);
+        } else if slots > 0 {
+            log.events.reserve_exact(slots);
+            log.fixed_bytes += slots * SLOT_COST;
+            // `reserve_exact` may give more than asked: count what it gave.
+            let extra = log.events.capacity() - log.events.len() - slots;
+            if extra > 0 {
+                log.fixed_bytes += extra * SLOT_COST;
+                self.bytes.fetch_add(extra * SLOT_COST, Ordering::Relaxed);
+            }
+        }
         let seq = log.next_seq;
         log.next_seq += 1;
         log.events.push_back(Kept {
@@ -341,12 +402,6 @@ impl Inner {
             event,
         });
         self.events.fetch_add(1, Ordering::Relaxed);
-        if log.events.len() > self.config.capacity {
-            let oldest = log.events.pop_front().expect("over capacity");
-            self.events.fetch_sub(1, Ordering::Relaxed);
-            self.bytes
-                .fetch_sub(oldest.event.kept_size(), Ordering::Relaxed);
-        }
         Ok(Cursor::new(log.epoch, seq))
     }
 
@@ -395,6 +450,20 @@ impl Inner {
     }
 }
 
+/// Held by the sweeper task: when its runtime shuts down and drops the
+/// task, the next access to the store starts a sweeper on the runtime at
+/// hand (a store may outlive the runtime that first used it, as in tests or
+/// in a program that runs several runtimes one after another).
+struct Sweeping(Weak<Inner>);
+
+impl Drop for Sweeping {
+    fn drop(&mut self) {
+        if let Some(store) = self.0.upgrade() {
+            store.sweeper_started.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 async fn sweep_periodically(store: Weak<Inner>, period: Duration) {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -407,13 +476,14 @@ async fn sweep_periodically(store: Weak<Inner>, period: Duration) {
 }
 
 impl Log {
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, id: &str) -> Self {
         Log {
             epoch: fastrand::u64(..),
             next_seq: 1,
             events: VecDeque::new(),
             delivered: None,
             last_active: now,
+            fixed_bytes: log_cost(id),
         }
     }
 
@@ -677,13 +747,45 @@ mod tests {
 
     #[test]
     fn a_full_log_at_the_byte_budget_still_takes_events_it_makes_room_for() {
-        let store = MemoryStore::builder().capacity(2).max_bytes(20).build();
+        let budget = log_cost("a") + 2 * SLOT_COST + 20;
+        let store = MemoryStore::builder().capacity(2).max_bytes(budget).build();
         for _ in 0..5 {
             ready(store.append("a", Event::new("0123456789"))).unwrap();
         }
-        assert_eq!(store.stats(), StoreStats::new(1, 2, 20));
+        assert_eq!(store.stats(), StoreStats::new(1, 2, budget));
         let err = ready(store.append("b", Event::new("x"))).unwrap_err();
-        assert!(matches!(err, StoreError::Full { limit: 20 }));
+        assert!(matches!(err, StoreError::Full { limit } if limit == budget));
+    }
+
+    /// The review's case: 30,000 ids of 64 empty events each under a budget
+    /// of 1 KiB once kept 1.92 M events (216 MiB). Every event and every log
+    /// costs something, so the budget holds.
+    #[test]
+    fn the_byte_budget_bounds_many_ids_of_empty_events() {
+        let store = MemoryStore::builder().max_bytes(1024).build();
+        let mut kept = 0;
+        for n in 0..30_000 {
+            let id = format!("id-{n}");
+            for _ in 0..64 {
+                if ready(store.append(&id, Event::new(""))).is_ok() {
+                    kept += 1;
+                }
+            }
+        }
+        let stats = store.stats();
+        assert!(stats.bytes <= 1024, "{stats:?}");
+        assert!(kept > 0 && stats.events == kept, "{stats:?}");
+        assert!(stats.events <= 1024 / SLOT_COST, "{stats:?}");
+        assert!(stats.ids <= 1024 / LOG_COST, "{stats:?}");
+        // Forgetting the logs gives every counted byte back.
+        let store_inner = &store.inner;
+        for shard in store_inner.shards.iter() {
+            let mut shard = shard.lock().unwrap();
+            for (_, log) in shard.logs.drain() {
+                store_inner.forget_events(&log);
+            }
+        }
+        assert_eq!(store.stats().bytes, 0);
     }
 
     #[test]
@@ -701,13 +803,15 @@ mod tests {
 
     #[test]
     fn the_byte_budget_refuses_appends() {
-        let store = MemoryStore::builder().max_bytes(10).build();
+        // A first append makes a log with a queue of 4 slots.
+        let budget = log_cost("a") + 4 * SLOT_COST + 10;
+        let store = MemoryStore::builder().max_bytes(budget).build();
         ready(store.append("a", Event::new("0123456789"))).unwrap();
         let err = ready(store.append("b", Event::new("x"))).unwrap_err();
-        assert!(matches!(err, StoreError::Full { limit: 10 }));
+        assert!(matches!(err, StoreError::Full { limit } if limit == budget));
         assert_eq!(
             store.stats(),
-            StoreStats::new(1, 1, 10),
+            StoreStats::new(1, 1, budget),
             "no empty log is left for b"
         );
     }

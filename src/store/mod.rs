@@ -200,7 +200,9 @@ pub struct StoreStats {
     pub ids: usize,
     /// Events kept over all logs.
     pub events: usize,
-    /// Bytes of event data and content types kept over all logs.
+    /// Bytes kept over all logs, as the store counts them against its
+    /// budget ([`MemoryStore`] counts event bytes and each event's and each
+    /// log's fixed cost).
     pub bytes: usize,
 }
 

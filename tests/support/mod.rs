@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
-pub use longpoll_test_support::{
+pub(crate) use longpoll_test_support::{
     Conn, PATIENCE, Reply, chaos, eventually, example, get, listener, listener_at, metrics,
     process, request, within,
 };
@@ -23,15 +23,15 @@ use tokio_util::sync::CancellationToken;
 use tower_longpoll::{Hub, LongPollLayer};
 
 /// An axum server with the layer in front of a small app.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub hub: Hub,
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) hub: Hub,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
 /// The app behind the layer: what pass-through requests reach.
-pub fn app() -> Router {
+pub(crate) fn app() -> Router {
     Router::new()
         .route("/", routing::get(|| async { "index" }))
         .route(
@@ -71,18 +71,18 @@ where
 
 impl TestServer {
     /// Serves `app()` behind `layer`.
-    pub async fn start(layer: LongPollLayer) -> TestServer {
+    pub(crate) async fn start(layer: LongPollLayer) -> TestServer {
         let hub = layer.hub().clone();
         Self::serve(app().layer(layer), hub).await
     }
 
     /// Serves any router; `hub` is the one its layer uses.
-    pub async fn serve(router: Router, hub: Hub) -> TestServer {
+    pub(crate) async fn serve(router: Router, hub: Hub) -> TestServer {
         Self::serve_on(listener(), router, hub).await
     }
 
     /// Serves any router on `listener`.
-    pub async fn serve_on(listener: TcpListener, router: Router, hub: Hub) -> TestServer {
+    pub(crate) async fn serve_on(listener: TcpListener, router: Router, hub: Hub) -> TestServer {
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let stopped = stop.clone();
@@ -101,19 +101,19 @@ impl TestServer {
     }
 
     /// Waits until `parked` polls are parked in the hub.
-    pub async fn parked(&self, parked: usize) {
+    pub(crate) async fn parked(&self, parked: usize) {
         let hub = self.hub.clone();
         eventually(format!("{parked} parked"), || hub.stats().parked == parked).await;
     }
 
     /// Stops serving: graceful shutdown, awaited.
-    pub async fn stop(self) -> Result<(), tokio::time::error::Elapsed> {
+    pub(crate) async fn stop(self) -> Result<(), tokio::time::error::Elapsed> {
         self.stop.cancel();
         tokio::time::timeout(PATIENCE, self.task).await.map(|_| ())
     }
 
     /// Starts the server's graceful shutdown and returns its task.
-    pub fn begin_stop(self) -> JoinHandle<()> {
+    pub(crate) fn begin_stop(self) -> JoinHandle<()> {
         self.stop.cancel();
         self.task
     }

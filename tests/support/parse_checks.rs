@@ -26,7 +26,7 @@ use tower_longpoll::{ClientId, Cursor, Event, Hub, LongPollLayer};
 /// the cursor it names, up to what docs/protocol.md lets a client vary: the
 /// case of the hex digits and leading zeros in the sequence. The cursor's
 /// own text parses back to it.
-pub fn check_cursor_text(text: &str) {
+pub(crate) fn check_cursor_text(text: &str) {
     let Ok(cursor) = text.parse::<Cursor>() else {
         return;
     };
@@ -42,39 +42,39 @@ pub fn check_cursor_text(text: &str) {
 }
 
 /// The statuses the layer may answer a poll with.
-pub const ALLOWED: [u16; 8] = [200, 204, 400, 405, 408, 413, 429, 503];
+pub(crate) const ALLOWED: [u16; 8] = [200, 204, 400, 405, 408, 413, 429, 503];
 
 /// How many layer set-ups [`PollCase::setup`] picks from.
-pub const SETUPS: u8 = 7;
+pub(crate) const SETUPS: u8 = 7;
 
 /// The longest request body a poll may carry in these set-ups.
-pub const MAX_BODY: usize = 16;
+pub(crate) const MAX_BODY: usize = 16;
 
 /// The raw parts of one request.
 #[derive(Debug, Clone, Default)]
-pub struct PollCase {
+pub(crate) struct PollCase {
     /// Which layer: the client id from the path, several path parameters, a
     /// header, the query, a cookie, a function; or a hub that is shut down.
-    pub setup: u8,
-    pub method: u8,
+    pub(crate) setup: u8,
+    pub(crate) method: u8,
     /// The request target up to the query (normally a path).
-    pub path: Vec<u8>,
-    pub query: Option<Vec<u8>>,
-    pub last_event_id: Option<Vec<u8>>,
-    pub if_none_match: Option<Vec<u8>>,
-    pub cookie: Option<Vec<u8>>,
+    pub(crate) path: Vec<u8>,
+    pub(crate) query: Option<Vec<u8>>,
+    pub(crate) last_event_id: Option<Vec<u8>>,
+    pub(crate) if_none_match: Option<Vec<u8>>,
+    pub(crate) cookie: Option<Vec<u8>>,
     /// The `X-Client` header, the id of the header and function set-ups.
-    pub client: Option<Vec<u8>>,
-    pub body: Vec<u8>,
+    pub(crate) client: Option<Vec<u8>>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// What the poll was answered with.
 #[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
     /// The inner service answered: the request was not a poll.
-    pub passed_through: bool,
-    pub body: Bytes,
+    pub(crate) passed_through: bool,
+    pub(crate) body: Bytes,
 }
 
 const METHODS: [Method; 7] = [
@@ -94,7 +94,7 @@ impl PollCase {
 
     /// The request, or `None` when the `http` crate refuses its parts (a
     /// server never sees such a request).
-    pub fn request(&self) -> Option<Request<Full<Bytes>>> {
+    pub(crate) fn request(&self) -> Option<Request<Full<Bytes>>> {
         let mut target = self.path.clone();
         let query = self.query.as_deref().unwrap_or_default();
         let has_timeout = query
@@ -143,7 +143,7 @@ impl PollCase {
 /// 2 `/events` (id: header `x-client`), 3 `/events` (id: query `client`),
 /// 4 `/events` (id: cookie `sid`), 5 paths under `/ext` (id: a function of
 /// `x-client`), 6 `/poll/{client}` on a hub that is shut down.
-pub fn parse_case(data: &[u8]) -> Option<PollCase> {
+pub(crate) fn parse_case(data: &[u8]) -> Option<PollCase> {
     let (head, body) = match data.windows(2).position(|w| w == b"\n\n") {
         Some(at) => (&data[..at], &data[at + 2..]),
         None => (data, &[][..]),
@@ -222,7 +222,7 @@ async fn layer(setup: u8) -> (LongPollLayer, Hub) {
 
 /// Sends the case through the layer and checks the answer; `None` when
 /// the case is not a request. Panics when an invariant does not hold.
-pub async fn run(case: &PollCase) -> Option<Answer> {
+pub(crate) async fn run(case: &PollCase) -> Option<Answer> {
     let request = case.request()?;
     let method = request.method().clone();
     let (layer, hub) = layer(case.setup).await;
