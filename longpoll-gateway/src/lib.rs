@@ -29,6 +29,7 @@ pub mod parse_checks;
 mod proxy;
 mod publish;
 mod reply;
+mod routes;
 mod server;
 mod state;
 #[doc(hidden)]
@@ -121,6 +122,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         per_channel: config.max_streams_per_channel,
         buffer: config.stream_buffer,
     };
+    let routes = match &config.routes_file {
+        None => None,
+        Some(path) => Some(Arc::new(routes::Routes::load(path)?)),
+    };
     let upstream = Upstream::new(
         config.upstream.clone(),
         sig_key,
@@ -131,6 +136,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let state = Arc::new(State {
         hub: hub.clone(),
         upstream,
+        routes: routes.clone(),
         channels: Channels::new(REMEMBERED_CHANNELS),
         metrics: Metrics::default(),
         config: config.clone(),
@@ -174,9 +180,19 @@ pub async fn run(config: Config) -> Result<(), String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{client_addr}");
     println!("publish API on http://{publish_addr}");
-    tracing::info!(%client_addr, %publish_addr, upstream = %config.upstream, routes = ?config.routes, "longpoll-gateway started");
+    match &routes {
+        Some(table) => {
+            tracing::info!(%client_addr, %publish_addr, routes_file = %table.path.display(), routes = table.table().all.len(), "longpoll-gateway started")
+        }
+        None => {
+            tracing::info!(%client_addr, %publish_addr, upstream = ?config.upstream, "longpoll-gateway started")
+        }
+    }
 
     let stop = CancellationToken::new();
+    if let Some(routes) = routes {
+        routes::watch(routes, stop.clone());
+    }
     let signals = {
         let stop = stop.clone();
         let hub = hub.clone();

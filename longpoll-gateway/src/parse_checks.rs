@@ -239,8 +239,14 @@ pub fn check_config(args: Args, toml: &str) {
         Ok(config) => {
             assert!(config.grip_timeout_min <= config.grip_timeout, "{config:?}");
             assert!(config.grip_timeout <= config.grip_timeout_max, "{config:?}");
-            assert_eq!(config.upstream.scheme_str(), Some("http"));
-            assert!(config.upstream.authority().is_some());
+            match &config.upstream {
+                Some(upstream) => {
+                    assert!(matches!(upstream.scheme_str(), Some("http" | "https")));
+                    assert!(upstream.authority().is_some());
+                    assert!(config.routes_file.is_none());
+                }
+                None => assert!(config.routes_file.is_some()),
+            }
             let layer = config.poll_layer(Hub::new());
             assert_eq!(layer.is_some(), !config.routes.is_empty());
             assert!(config.stream_buffer >= 1, "{config:?}");

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tower_longpoll::{Cursor, Hub};
 
 use crate::config::Config;
+use crate::routes::Routes;
 use crate::stream::Streams;
 use crate::upstream::Upstream;
 
@@ -16,6 +17,8 @@ pub struct State {
     pub config: Config,
     pub hub: Hub,
     pub upstream: Upstream,
+    /// `--routes`: where each request goes; `None` with `--upstream`.
+    pub routes: Option<Arc<Routes>>,
     pub channels: Channels,
     pub metrics: Metrics,
     /// GRIP streams: their log (a hub of its own), limits and counters.
@@ -85,6 +88,7 @@ impl Channels {
 pub struct Metrics {
     pub proxied: AtomicU64,
     pub upstream_unreachable: AtomicU64,
+    pub no_route: AtomicU64,
     pub upstream_timeouts: AtomicU64,
     pub upgrades: AtomicU64,
     pub holds: AtomicU64,
@@ -281,6 +285,32 @@ impl State {
             "Publish calls refused with 401.",
             get(&m.publish_unauthorized),
         );
+        if let Some(routes) = &self.routes {
+            metric(
+                "longpoll_gateway_no_route_total",
+                "counter",
+                "Requests answered 502 because no route of the routes file matched.",
+                get(&m.no_route),
+            );
+            metric(
+                "longpoll_gateway_routes",
+                "gauge",
+                "Routes in force from the routes file.",
+                routes.table().all.len() as u64,
+            );
+            metric(
+                "longpoll_gateway_routes_reloads_total",
+                "counter",
+                "Times the changed routes file was read again and put in force.",
+                get(&routes.reloads.loaded),
+            );
+            metric(
+                "longpoll_gateway_routes_reload_errors_total",
+                "counter",
+                "Times the changed routes file did not parse (the routes in force stayed).",
+                get(&routes.reloads.failed),
+            );
+        }
         self.streams.render_metrics(&mut out);
         out
     }
