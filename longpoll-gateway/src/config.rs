@@ -45,6 +45,11 @@ pub struct Args {
     /// host, path, protocol and TLS. Read again when it changes.
     #[arg(long = "routes", env = "LONGPOLL_GATEWAY_ROUTES", value_name = "FILE")]
     pub routes_file: Option<PathBuf>,
+    /// With --upstream: end clients' WebSockets here and speak
+    /// WebSocket-over-HTTP to the upstream (a routes file says it per target
+    /// with `over_http`). Without it, upgrades are passed through.
+    #[arg(long, env = "LONGPOLL_GATEWAY_OVER_HTTP")]
+    pub over_http: bool,
     /// Address of the publish API, /metrics and /healthz.
     /// [default: 127.0.0.1:5561]
     #[arg(long, env = "LONGPOLL_GATEWAY_PUBLISH_LISTEN", value_name = "ADDR")]
@@ -194,6 +199,7 @@ struct File {
     listen: Option<SocketAddr>,
     upstream: Option<String>,
     routes: Option<PathBuf>,
+    over_http: Option<bool>,
     publish_listen: Option<SocketAddr>,
     publish_token: Option<String>,
     publish_key: Option<String>,
@@ -226,6 +232,8 @@ pub struct Config {
     pub upstream: Option<Uri>,
     /// `--routes`.
     pub routes_file: Option<PathBuf>,
+    /// `--over-http`.
+    pub over_http: bool,
     pub publish_listen: SocketAddr,
     pub publish_token: Option<String>,
     pub publish_key: Option<Vec<u8>>,
@@ -369,6 +377,7 @@ impl Config {
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7999))),
             upstream,
             routes_file,
+            over_http: args.over_http || file.over_http.unwrap_or(false),
             publish_listen: args
                 .publish_listen
                 .or(file.publish_listen)

@@ -35,6 +35,8 @@ mod state;
 #[doc(hidden)]
 pub mod stream;
 mod upstream;
+#[doc(hidden)]
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -141,6 +143,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         metrics: Metrics::default(),
         config: config.clone(),
         streams: Streams::new(stream_hub, limits),
+        sockets: ws::Sockets::default(),
     });
 
     let gateway = Gateway {
@@ -202,6 +205,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             tracing::info!("shutting down: answering held requests with 503, ending streams");
             hub.shutdown();
             state.streams.shutdown();
+            state.sockets.shutdown.cancel();
             stop.cancel();
         })
     };

@@ -116,6 +116,14 @@ async fn forward(state: Arc<State>, request: Request<Incoming>) -> Response<Prox
             }
         }
     };
+    let over_http = match &route {
+        Some(route) => route.targets.first().is_some_and(|t| t.over_http),
+        None => state.config.over_http,
+    };
+    if over_http && crate::ws::is_websocket(&request) {
+        let via = route.map(|route| Via { route, target: 0 });
+        return crate::ws::accept(Arc::clone(&state), request, via, client).await;
+    }
     let cors = route
         .as_ref()
         .filter(|route| route.aco)
@@ -378,7 +386,7 @@ fn origin(client_target: &str, parts: &Parts, via: Option<Via>) -> stream::Origi
 
 /// The head sent upstream: no hop-by-hop and no client `Grip-*` headers,
 /// `X-Forwarded-For`/`-Proto` set, the client's host kept.
-fn prepare_head(parts: &mut Parts, client: Option<ClientInfo>) {
+pub(crate) fn prepare_head(parts: &mut Parts, client: Option<ClientInfo>) {
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
     remove_grip(headers);

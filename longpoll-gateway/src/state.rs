@@ -23,6 +23,8 @@ pub struct State {
     pub metrics: Metrics,
     /// GRIP streams: their log (a hub of its own), limits and counters.
     pub streams: Streams,
+    /// WebSocket-over-HTTP sockets and their channels.
+    pub sockets: crate::ws::Sockets,
 }
 
 /// The last id published on each channel, for `prev-id` checks: a hold
@@ -101,7 +103,6 @@ pub struct Metrics {
     pub gone_posts: AtomicU64,
     pub bad_instructions: AtomicU64,
     pub published_items: AtomicU64,
-    pub ignored_items: AtomicU64,
     pub publish_bad_requests: AtomicU64,
     pub publish_unauthorized: AtomicU64,
 }
@@ -268,12 +269,6 @@ impl State {
             get(&m.published_items),
         );
         metric(
-            "longpoll_gateway_ignored_items_total",
-            "counter",
-            "Publish items with a format the gateway does not serve (ws-message), ignored.",
-            get(&m.ignored_items),
-        );
-        metric(
             "longpoll_gateway_publish_bad_requests_total",
             "counter",
             "Publish calls refused with 400.",
@@ -311,6 +306,25 @@ impl State {
                 get(&routes.reloads.failed),
             );
         }
+        let sockets = &self.sockets;
+        metric(
+            "longpoll_gateway_websockets",
+            "gauge",
+            "WebSocket-over-HTTP sockets open now.",
+            get(&sockets.open),
+        );
+        metric(
+            "longpoll_gateway_ws_messages_delivered_total",
+            "counter",
+            "ws-message publishes handed to a socket.",
+            get(&sockets.delivered),
+        );
+        metric(
+            "longpoll_gateway_ws_slow_clients_total",
+            "counter",
+            "Sockets closed for falling too far behind their publishes.",
+            get(&sockets.slow),
+        );
         self.streams.render_metrics(&mut out);
         out
     }
