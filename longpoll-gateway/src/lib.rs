@@ -119,6 +119,20 @@ pub async fn run(config: Config) -> Result<(), String> {
             stream_hub.store(store).build()
         }
     };
+    // The socket log: ws-message items, for the WebSocket-over-HTTP sockets
+    // of every gateway on the same Redis.
+    let socket_hub = Hub::builder().max_event_bytes(items::MAX_EVENT + 64);
+    let socket_hub = match &config.redis {
+        None => socket_hub.build(),
+        Some((url, prefix)) => {
+            let store = RedisStore::builder(url)
+                .prefix(format!("{prefix}:ws"))
+                .connect()
+                .await
+                .map_err(|err| err.to_string())?;
+            socket_hub.store(store).build()
+        }
+    };
     let limits = stream::Limits {
         streams: config.max_streams,
         per_channel: config.max_streams_per_channel,
@@ -143,7 +157,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         metrics: Metrics::default(),
         config: config.clone(),
         streams: Streams::new(stream_hub, limits),
-        sockets: ws::Sockets::default(),
+        sockets: ws::Sockets::new(socket_hub.clone()),
     });
 
     let gateway = Gateway {
@@ -206,6 +220,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             hub.shutdown();
             state.streams.shutdown();
             state.sockets.shutdown.cancel();
+            socket_hub.shutdown();
             stop.cancel();
         })
     };

@@ -148,8 +148,10 @@ async fn publish_items(state: &State, request: Request<Incoming>) -> Response<Pr
             add(&state.metrics.published_items);
         }
         if let Some(message) = &item.ws {
-            let reached = state.sockets.deliver(channel, message);
-            tracing::debug!(channel, reached, "published to WebSockets");
+            if let Err(err) = state.sockets.publish(channel, message).await {
+                return failed(&format!("items[{index}].ws-message"), err);
+            }
+            tracing::debug!(channel, "published to WebSockets");
         }
         if let Some(stream) = &item.stream {
             if let Err(err) = state.streams.publish(channel, stream).await {

@@ -213,3 +213,30 @@ async fn a_socket_the_backend_refuses_is_not_upgraded() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn two_gateways_on_one_redis_reach_each_others_sockets() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("lp-gw-ws-{:016x}", fastrand::u64(..));
+    let backend = ws_backend().await;
+    let mut args = gateway_args();
+    args.extend_from_slice(&["--over-http", "--redis", &url, "--redis-prefix", &prefix]);
+    let a = Gateway::start(&backend.url, &args).await;
+    let b = Gateway::start(&backend.url, &args).await;
+
+    let mut on_a = connect(&a, "/chat").await;
+    let mut on_b = connect(&b, "/chat").await;
+    // A round trip each: both sockets are subscribed to `room` by now.
+    on_a.send(Message::text("hi")).await.unwrap();
+    next_text(&mut on_a).await;
+    on_b.send(Message::text("hi")).await.unwrap();
+    next_text(&mut on_b).await;
+
+    publish(
+        &b,
+        r#"{"items": [{"channel": "room", "formats": {"ws-message": {"content": "to all"}}}]}"#,
+    )
+    .await;
+    assert_eq!(next_text(&mut on_a).await, "to all");
+    assert_eq!(next_text(&mut on_b).await, "to all");
+}

@@ -299,7 +299,7 @@ impl Socket {
         match control.get("type").and_then(Value::as_str) {
             Some("subscribe") => {
                 if let Some(channel) = channel {
-                    self.state.sockets.subscribe(channel, &self.me);
+                    super::Sockets::subscribe(&self.state, channel, &self.me);
                     if !self.channels.iter().any(|c| c == channel) {
                         self.channels.push(channel.to_owned());
                     }
