@@ -138,10 +138,6 @@ async fn publish_items(state: &State, request: Request<Incoming>) -> Response<Pr
         Ok(parsed) => parsed,
         Err(message) => return bad_request(state, &message),
     };
-    for channel in &parsed.ignored {
-        add(&state.metrics.ignored_items);
-        tracing::debug!(channel, "a publish item's ws-message format ignored");
-    }
     for (index, item) in parsed.items.into_iter().enumerate() {
         let channel = item.channel.as_str();
         if let Some(event) = item.response {
@@ -150,6 +146,12 @@ async fn publish_items(state: &State, request: Request<Incoming>) -> Response<Pr
             }
         } else {
             add(&state.metrics.published_items);
+        }
+        if let Some(message) = &item.ws {
+            if let Err(err) = state.sockets.publish(channel, message).await {
+                return failed(&format!("items[{index}].ws-message"), err);
+            }
+            tracing::debug!(channel, "published to WebSockets");
         }
         if let Some(stream) = &item.stream {
             if let Err(err) = state.streams.publish(channel, stream).await {
