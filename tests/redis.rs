@@ -18,7 +18,9 @@ use support::example::{Example, example_path};
 use support::metrics::eventually_metric;
 use support::redis::RedisCluster;
 use support::{Conn, PATIENCE, TestServer, eventually, get, redis, within};
-use tower_longpoll::store::{RedisStore, Store, StoreError};
+use tower_longpoll::store::{
+    Notifier, ReadFrom, ReadResult, RedisStore, Store, StoreError, StoreFuture, StoreStats,
+};
 use tower_longpoll::{Cursor, Event, Hub, LongPollLayer, PublishError};
 
 fn redis_url() -> String {
@@ -965,6 +967,60 @@ impl Drop for FreezingProxy {
     }
 }
 
+/// A store that tells a test when a poll is parked for good: its waiter
+/// watched the id and then finished a read, so that only a wake-up can
+/// answer it now. `done` holds the number of watches made before the
+/// start of the latest finished read.
+struct CountingReads {
+    store: RedisStore,
+    watches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Store for CountingReads {
+    fn append(&self, id: &str, event: Event) -> StoreFuture<Result<Cursor, StoreError>> {
+        self.store.append(id, event)
+    }
+
+    fn read(
+        &self,
+        id: &str,
+        from: ReadFrom,
+        max_events: usize,
+    ) -> StoreFuture<Result<ReadResult, StoreError>> {
+        let watched = self.watches.load(std::sync::atomic::Ordering::SeqCst);
+        let read = self.store.read(id, from, max_events);
+        let done = self.done.clone();
+        StoreFuture::new(async move {
+            let result = read.await;
+            done.fetch_max(watched, std::sync::atomic::Ordering::SeqCst);
+            result
+        })
+    }
+
+    fn commit(&self, id: &str, cursor: Cursor) -> StoreFuture<Result<(), StoreError>> {
+        self.store.commit(id, cursor)
+    }
+
+    fn watch(&self, id: &str) -> StoreFuture<Result<(), StoreError>> {
+        self.watches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.store.watch(id)
+    }
+
+    fn unwatch(&self, id: &str) {
+        self.store.unwatch(id);
+    }
+
+    fn attach(&self, notifier: Notifier) {
+        self.store.attach(notifier);
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+}
+
 /// The subscriber link of node A dies without a FIN. Nothing would tell A:
 /// it would hear no more wake-ups, and its polls would be answered only at
 /// their timeout. The heartbeat finds the link dead within the probe
@@ -986,7 +1042,16 @@ async fn a_half_open_subscriber_link_is_found_and_replaced_within_the_probe_inte
         .connect()
         .await
         .unwrap();
-    let hub = Hub::builder().store(store.clone()).build();
+    let watches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = CountingReads {
+        store: store.clone(),
+        watches: watches.clone(),
+        done: reads.clone(),
+    };
+    let watches_made = || watches.load(std::sync::atomic::Ordering::SeqCst);
+    let read_after = |watch: usize| reads.load(std::sync::atomic::Ordering::SeqCst) > watch;
+    let hub = Hub::builder().store(counting).build();
     let layer = LongPollLayer::builder(hub)
         .route("/poll/{client}")
         .timeout(Duration::from_secs(30))
@@ -1006,9 +1071,15 @@ async fn a_half_open_subscriber_link_is_found_and_replaced_within_the_probe_inte
     let before = within("the wake-up before the cut", conn.response(false)).await;
     assert_eq!(before.text(), "before");
 
+    // Parked, and past its first read: the event must come by a wake-up.
+    let watched_before = watches_made();
     conn.send("GET", &format!("/poll/half?since={}", before.cursor()), &[])
         .await;
     a.server.parked(1).await;
+    eventually("A's poll watched, then read its log", || {
+        read_after(watched_before)
+    })
+    .await;
     assert!(
         proxy.freeze_subscribers() >= 1,
         "no subscriber connection seen"
@@ -1026,9 +1097,14 @@ async fn a_half_open_subscriber_link_is_found_and_replaced_within_the_probe_inte
     assert!(a.store.link_resets() >= 1);
 
     // And the new link carries wake-ups again.
+    let watched_before = watches_made();
     conn.send("GET", &format!("/poll/half?since={}", after.cursor()), &[])
         .await;
     a.server.parked(1).await;
+    eventually("A's poll watched, then read its log", || {
+        read_after(watched_before)
+    })
+    .await;
     let started = Instant::now();
     b.hub().publish("half", Event::new("again")).await.unwrap();
     let again = within("the wake-up on the new link", conn.response(false)).await;
