@@ -975,6 +975,11 @@ struct CountingReads {
     store: RedisStore,
     watches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Reads started and finished.
+    reads: std::sync::Arc<(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    )>,
 }
 
 impl Store for CountingReads {
@@ -991,8 +996,11 @@ impl Store for CountingReads {
         let watched = self.watches.load(std::sync::atomic::Ordering::SeqCst);
         let read = self.store.read(id, from, max_events);
         let done = self.done.clone();
+        let reads = self.reads.clone();
+        reads.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         StoreFuture::new(async move {
             let result = read.await;
+            reads.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             done.fetch_max(watched, std::sync::atomic::Ordering::SeqCst);
             result
         })
@@ -1048,6 +1056,7 @@ async fn a_half_open_subscriber_link_is_found_and_replaced_within_the_probe_inte
         store: store.clone(),
         watches: watches.clone(),
         done: reads.clone(),
+        reads: Default::default(),
     };
     let watches_made = || watches.load(std::sync::atomic::Ordering::SeqCst);
     let read_after = |watch: usize| reads.load(std::sync::atomic::Ordering::SeqCst) > watch;
@@ -1159,4 +1168,59 @@ async fn the_demo_publishes_once_per_idempotency_key() {
     let (seen, _) = drain(demo.addr, "ik", "0".to_owned()).await;
     assert_eq!(seen, ["one"]);
     assert_eq!(demo.terminate().await.code(), Some(0));
+}
+
+/// A publish to an id with many polls parked on one node costs that node
+/// one read (or a few), not one per poll: the woken waiters read the same
+/// cursor together, and the node sends that read to Redis once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiters_of_an_id_woken_together_share_one_read() {
+    const POLLS: usize = 200;
+    let (url, prefix) = (redis_url(), unique_prefix());
+    let store = store(&url, &prefix).await;
+    let counting = CountingReads {
+        store: store.clone(),
+        watches: Default::default(),
+        done: Default::default(),
+        reads: Default::default(),
+    };
+    let reads = counting.reads.clone();
+    let layer = LongPollLayer::builder(Hub::builder().store(counting).build())
+        .route("/poll/{client}")
+        .max_per_id(POLLS)
+        .timeout(Duration::from_secs(30))
+        .jitter(0.0)
+        .build();
+    let a = Node {
+        server: TestServer::start(layer).await,
+        store,
+    };
+    let b = Node::start(&url, &prefix, Duration::from_secs(30)).await;
+    let start = b.hub().publish("crowd", Event::new("e0")).await.unwrap();
+    let mut conns = Vec::with_capacity(POLLS);
+    for _ in 0..POLLS {
+        let mut conn = Conn::connect(a.server.addr).await;
+        conn.send("GET", &format!("/poll/crowd?since={start}"), &[])
+            .await;
+        conns.push(conn);
+    }
+    a.server.parked(POLLS).await;
+    eventually("A subscribed", || a.store.subscribed_ids() == 1).await;
+    // Every poll parked and every read finished: only a wake-up moves them.
+    use std::sync::atomic::Ordering::SeqCst;
+    eventually("every read finished", || {
+        reads.0.load(SeqCst) == reads.1.load(SeqCst) && reads.1.load(SeqCst) >= POLLS
+    })
+    .await;
+    let before = a.store.reads_sent();
+    b.hub().publish("crowd", Event::new("e1")).await.unwrap();
+    for conn in &mut conns {
+        assert_eq!(conn.response(false).await.text(), "e1");
+    }
+    let reads = a.store.reads_sent() - before;
+    println!("{POLLS} polls woken on one node: {reads} read scripts");
+    assert!(
+        reads <= POLLS as u64 / 10,
+        "{reads} reads for {POLLS} woken polls"
+    );
 }

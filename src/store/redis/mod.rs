@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+mod coalesce;
 mod scripts;
 mod watch;
 
@@ -52,6 +53,7 @@ use fred::types::Value;
 use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy, UnresponsiveConfig};
 use tokio::task::JoinHandle;
 
+use self::coalesce::{Coalescer, Role};
 use self::scripts::{Script, Scripts};
 use self::watch::{Mode, Watches};
 use super::{Notifier, ReadFrom, ReadResult, Store, StoreError, StoreFuture, StoreStats};
@@ -95,6 +97,8 @@ struct Inner {
     notifier: Arc<OnceLock<Notifier>>,
     watches: Arc<Watches>,
     wakeups_received: Arc<AtomicU64>,
+    coalescer: Arc<Coalescer>,
+    reads_sent: AtomicU64,
     stats: StatsCache,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -153,6 +157,12 @@ impl RedisStore {
     /// Wake-up messages this node has received from Redis, its own included.
     pub fn wakeups_received(&self) -> u64 {
         self.inner.wakeups_received.load(Ordering::Relaxed)
+    }
+
+    /// Read scripts this node has sent to Redis: reads of one id from one
+    /// position in flight together are sent once.
+    pub fn reads_sent(&self) -> u64 {
+        self.inner.reads_sent.load(Ordering::Relaxed)
     }
 
     /// Ids whose wake-up channel this node is subscribed to now.
@@ -356,6 +366,7 @@ impl RedisStoreBuilder {
         } else {
             Mode::Plain
         };
+        let coalescer = Arc::new(Coalescer::default());
         let (watches, tasks) = Watches::start(watch::Setup {
             subscriber: subscriber.clone(),
             client: client.clone(),
@@ -366,6 +377,7 @@ impl RedisStoreBuilder {
             probe_interval: self.probe_interval,
             notifier: Arc::clone(&notifier),
             received: Arc::clone(&wakeups_received),
+            coalescer: Arc::clone(&coalescer),
         });
         tracing::info!(url = %self.url, prefix = %self.prefix, clustered, "connected to Redis");
         Ok(RedisStore {
@@ -379,6 +391,8 @@ impl RedisStoreBuilder {
                 notifier,
                 watches,
                 wakeups_received,
+                coalescer,
+                reads_sent: AtomicU64::new(0),
                 stats: StatsCache::default(),
                 tasks,
             }),
@@ -623,6 +637,56 @@ impl Inner {
         Ok((ids, events))
     }
 
+    /// Runs the read script: one Redis round trip.
+    async fn read_script(
+        &self,
+        keys: Vec<String>,
+        from: ReadFrom,
+        max_events: usize,
+    ) -> Result<ReadResult, StoreError> {
+        self.reads_sent.fetch_add(1, Ordering::Relaxed);
+        let config = &self.config;
+        let (mode, cursor_epoch, cursor_seq) = match from {
+            ReadFrom::Cursor(cursor) => ("c", cursor.epoch().to_string(), cursor.seq().to_string()),
+            ReadFrom::Delivered => ("d", String::new(), "0".to_owned()),
+            ReadFrom::Start => ("s", String::new(), "0".to_owned()),
+        };
+        let args: Vec<Value> = vec![
+            mode.into(),
+            cursor_epoch.into(),
+            cursor_seq.into(),
+            (max_events.max(1) as i64).into(),
+            millis(config.event_ttl).into(),
+            millis(config.id_idle_ttl).into(),
+            fastrand::u64(..).to_string().into(),
+        ];
+        let reply = run(&self.client, &self.scripts.read, keys, args).await?;
+        let Value::Array(parts) = reply else {
+            return Err(malformed("read"));
+        };
+        let [epoch, position, gap, entries] = parts.as_slice() else {
+            return Err(malformed("read"));
+        };
+        let epoch = parse_u64(epoch).ok_or_else(|| malformed("epoch"))?;
+        let position = match from {
+            ReadFrom::Cursor(cursor) => cursor,
+            ReadFrom::Delivered | ReadFrom::Start => Cursor::new(
+                epoch,
+                parse_u64(position).ok_or_else(|| malformed("position"))?,
+            ),
+        };
+        let gap = parse_u64(gap) == Some(1);
+        let events = match entries {
+            Value::Array(entries) => entries
+                .iter()
+                .map(|entry| parse_entry(epoch, entry).ok_or_else(|| malformed("event")))
+                .collect::<Result<Vec<_>, _>>()?,
+            Value::Null => Vec::new(),
+            _ => return Err(malformed("events")),
+        };
+        Ok(ReadResult::with_events(position, events).gap(gap))
+    }
+
     fn append(
         self: Arc<Self>,
         id: &str,
@@ -634,6 +698,7 @@ impl Inner {
         let keys = self.keys(id, Some(idempotency_key.unwrap_or("")));
         let keyed = idempotency_key.is_some();
         let channel = format!("{}:{{{id}}}:w", self.config.prefix);
+        let id = id.to_owned();
         StoreFuture::new(async move {
             let config = &self.config;
             let content_type = event
@@ -664,6 +729,9 @@ impl Inner {
                 window.into(),
             ];
             let reply = run(&self.client, &self.scripts.append, keys, args).await?;
+            // The hub wakes this node's waiters of the id next: reads in
+            // flight may predate the event.
+            self.coalescer.woken(&id);
             let Value::Array(parts) = reply else {
                 return Err(malformed("append"));
             };
@@ -704,55 +772,29 @@ impl Store for RedisStore {
     ) -> StoreFuture<Result<ReadResult, StoreError>> {
         let inner = Arc::clone(&self.inner);
         let keys = inner.keys(id, None);
+        let role = inner.coalescer.begin(id, from, max_events);
         StoreFuture::new(async move {
-            let config = &inner.config;
-            let (mode, cursor_epoch, cursor_seq) = match from {
-                ReadFrom::Cursor(cursor) => {
-                    ("c", cursor.epoch().to_string(), cursor.seq().to_string())
+            match role {
+                Role::Lead(lead) => {
+                    let result = inner.read_script(keys, from, max_events).await;
+                    lead.finish(&result);
+                    result
                 }
-                ReadFrom::Delivered => ("d", String::new(), "0".to_owned()),
-                ReadFrom::Start => ("s", String::new(), "0".to_owned()),
-            };
-            let args: Vec<Value> = vec![
-                mode.into(),
-                cursor_epoch.into(),
-                cursor_seq.into(),
-                (max_events.max(1) as i64).into(),
-                millis(config.event_ttl).into(),
-                millis(config.id_idle_ttl).into(),
-                fastrand::u64(..).to_string().into(),
-            ];
-            let reply = run(&inner.client, &inner.scripts.read, keys, args).await?;
-            let Value::Array(parts) = reply else {
-                return Err(malformed("read"));
-            };
-            let [epoch, position, gap, entries] = parts.as_slice() else {
-                return Err(malformed("read"));
-            };
-            let epoch = parse_u64(epoch).ok_or_else(|| malformed("epoch"))?;
-            let position = match from {
-                ReadFrom::Cursor(cursor) => cursor,
-                ReadFrom::Delivered | ReadFrom::Start => Cursor::new(
-                    epoch,
-                    parse_u64(position).ok_or_else(|| malformed("position"))?,
-                ),
-            };
-            let gap = parse_u64(gap) == Some(1);
-            let events = match entries {
-                Value::Array(entries) => entries
-                    .iter()
-                    .map(|entry| parse_entry(epoch, entry).ok_or_else(|| malformed("event")))
-                    .collect::<Result<Vec<_>, _>>()?,
-                Value::Null => Vec::new(),
-                _ => return Err(malformed("events")),
-            };
-            Ok(ReadResult::with_events(position, events).gap(gap))
+                Role::Join(shared) => match coalesce::joined(shared).await {
+                    Some(result) => result,
+                    // The read it joined was dropped: read on its own.
+                    None => inner.read_script(keys, from, max_events).await,
+                },
+            }
         })
     }
 
     fn commit(&self, id: &str, cursor: Cursor) -> StoreFuture<Result<(), StoreError>> {
         let inner = Arc::clone(&self.inner);
         let keys = inner.keys(id, None);
+        // A read of the delivery position that starts after this commit
+        // must not be served by one that started before it.
+        inner.coalescer.woken(id);
         StoreFuture::new(async move {
             let args: Vec<Value> = vec![
                 cursor.epoch().to_string().into(),

@@ -33,6 +33,7 @@ use fred::types::config::Options;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::coalesce::Coalescer;
 use crate::store::{Notifier, StoreError, StoreFuture};
 
 /// Plain pub/sub on one Redis, sharded pub/sub on a cluster.
@@ -86,6 +87,7 @@ pub(super) struct Setup {
     pub(super) probe_interval: Duration,
     pub(super) notifier: Arc<OnceLock<Notifier>>,
     pub(super) received: Arc<AtomicU64>,
+    pub(super) coalescer: Arc<Coalescer>,
 }
 
 impl Watches {
@@ -106,6 +108,7 @@ impl Watches {
             subscriber: setup.subscriber.clone(),
             watches: Arc::downgrade(&watches),
             notifier: Arc::clone(&setup.notifier),
+            coalescer: Arc::clone(&setup.coalescer),
         };
         let tasks = vec![
             tokio::spawn(run_ops(setup.subscriber.clone(), setup.mode, queue)),
@@ -117,6 +120,7 @@ impl Watches {
                 Arc::clone(&setup.notifier),
                 setup.received,
                 beats,
+                setup.coalescer,
             )),
             tokio::spawn(on_reconnect(link.clone())),
             tokio::spawn(heartbeat(
@@ -383,6 +387,7 @@ async fn listen(
     notifier: Arc<OnceLock<Notifier>>,
     received: Arc<AtomicU64>,
     beats: watch::Sender<u64>,
+    coalescer: Arc<Coalescer>,
 ) {
     let id_prefix = format!("{prefix}:{{");
     let heartbeat_prefix = format!("{prefix}:hb:{{{node}");
@@ -416,12 +421,14 @@ async fn listen(
                 else {
                     continue;
                 };
+                coalescer.woken(id);
                 if let Some(notifier) = notifier.get() {
                     notifier.notify(id);
                 }
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "wake-up messages were dropped; waking every waiter");
+                coalescer.all_woken();
                 if let Some(notifier) = notifier.get() {
                     notifier.notify_all();
                 }
@@ -437,6 +444,7 @@ struct Link {
     subscriber: SubscriberClient,
     watches: Weak<Watches>,
     notifier: Arc<OnceLock<Notifier>>,
+    coalescer: Arc<Coalescer>,
 }
 
 impl Link {
@@ -454,6 +462,7 @@ impl Link {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
+        self.coalescer.all_woken();
         if let Some(notifier) = self.notifier.get() {
             notifier.notify_all();
         }
