@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use support::example::{Example, example_path};
 use support::metrics::eventually_metric;
-use support::redis::RedisCluster;
+use support::redis::{RedisCluster, RedisSentinels};
 use support::{Conn, PATIENCE, TestServer, eventually, get, redis, within};
 use tower_longpoll::store::{
     Notifier, ReadFrom, ReadResult, RedisStore, Store, StoreError, StoreFuture, StoreStats,
@@ -641,8 +641,9 @@ async fn events_keep_their_status_and_headers_in_redis(url: &str) {
     assert_eq!(many, ["a", "b: c"]);
 }
 
-/// Each scenario above runs on the Redis at `REDIS_URL` and on a Redis
-/// Cluster of this test's own (3 primaries, 1 replica each).
+/// Each scenario above runs on the Redis at `REDIS_URL`, on a Redis Cluster
+/// of this test's own (3 primaries, 1 replica each) and behind Sentinels of
+/// its own (a primary, a replica, 3 Sentinels).
 macro_rules! on_standalone_and_cluster {
     ($($name:ident),* $(,)?) => {
         mod standalone {
@@ -651,6 +652,16 @@ macro_rules! on_standalone_and_cluster {
                 async fn $name() {
                     super::$name(&super::redis_url()).await;
                 }
+            )*
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_scenario_behind_redis_sentinel() {
+            let sentinels = RedisSentinels::start().await;
+            let url = sentinels.url();
+            $(
+                println!("behind Sentinel: {}", stringify!($name));
+                $name(&url).await;
             )*
         }
 
@@ -688,7 +699,7 @@ async fn the_keys_of_an_id_share_its_hash_tag(url: &str) {
     node.hub().publish("tagged", Event::new("x")).await.unwrap();
     let reply = get(node.server.addr, "/poll/tagged?since=0&timeout=0").await;
     assert_eq!(reply.text(), "x");
-    if !url.starts_with("redis-cluster") {
+    if url.starts_with("redis://") {
         let port = url.rsplit(':').next().unwrap().trim_end_matches('/');
         let keys = redis::cli(
             port.parse().unwrap(),
@@ -933,6 +944,15 @@ impl FreezingProxy {
                             let _ = client_write.shutdown().await;
                             return;
                         }
+                        // Redis confirms a subscription, or pushes a message,
+                        // only on a subscriber connection.
+                        let chunk = &buf[..n];
+                        if chunk
+                            .windows(9)
+                            .any(|w| w == b"subscribe" || w == b"\r\nmessage")
+                        {
+                            down.subscriber.store(true, Ordering::SeqCst);
+                        }
                         if down.frozen.load(Ordering::SeqCst) {
                             std::future::pending::<()>().await;
                         }
@@ -1073,11 +1093,20 @@ async fn a_half_open_subscriber_link_is_found_and_replaced_within_the_probe_inte
     let b = Node::start(&url, &prefix, Duration::from_secs(30)).await;
 
     let mut conn = Conn::connect(a.server.addr).await;
+    let watched_before = watches_made();
     conn.send("GET", "/poll/half", &[]).await;
     a.server.parked(1).await;
-    eventually("A subscribed", || a.store.subscribed_ids() == 1).await;
+    eventually("A's poll watched, then read its log", || {
+        read_after(watched_before)
+    })
+    .await;
     b.hub().publish("half", Event::new("before")).await.unwrap();
     let before = within("the wake-up before the cut", conn.response(false)).await;
+    assert_eq!(
+        a.store.wakeups_received(),
+        1,
+        "the link carried the wake-up"
+    );
     assert_eq!(before.text(), "before");
 
     // Parked, and past its first read: the event must come by a wake-up.
@@ -1089,6 +1118,7 @@ async fn a_half_open_subscriber_link_is_found_and_replaced_within_the_probe_inte
         read_after(watched_before)
     })
     .await;
+    let wakeups = a.store.wakeups_received();
     assert!(
         proxy.freeze_subscribers() >= 1,
         "no subscriber connection seen"
@@ -1103,7 +1133,14 @@ async fn a_half_open_subscriber_link_is_found_and_replaced_within_the_probe_inte
         cut.elapsed()
     );
     assert_eq!(after.text(), "after");
-    assert!(a.store.link_resets() >= 1);
+    assert!(
+        a.store.link_resets() >= 1,
+        "answered after {:?} with no reset; wake-ups received {} then {}, frozen {}",
+        cut.elapsed(),
+        wakeups,
+        a.store.wakeups_received(),
+        proxy.freeze_subscribers()
+    );
 
     // And the new link carries wake-ups again.
     let watched_before = watches_made();
@@ -1223,4 +1260,68 @@ async fn the_waiters_of_an_id_woken_together_share_one_read() {
         reads <= POLLS as u64 / 10,
         "{reads} reads for {POLLS} woken polls"
     );
+}
+
+/// `SENTINEL FAILOVER` while a client follows an id with its cursor: the
+/// node finds the new primary by itself (the old one answers `READONLY`),
+/// publishes resume within seconds, and every acknowledged event reaches
+/// the client in order, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_resume_after_a_sentinel_failover() {
+    let sentinels = RedisSentinels::start().await;
+    let url = sentinels.url();
+    let prefix = unique_prefix();
+    let node = Node::start(&url, &prefix, Duration::from_secs(10)).await;
+    let first = sentinels.primary_port();
+    let mut acknowledged = Vec::new();
+    let start = node.hub().publish("fo", Event::new("e0")).await.unwrap();
+    acknowledged.push("e0".to_owned());
+    // Wait until the replica has e0, so the failover loses nothing.
+    let replica = &sentinels.servers()[1];
+    eventually("the replica has e0", || {
+        replica.cli(&["exists", &format!("{prefix}:{{fo}}:l")]) == "1"
+    })
+    .await;
+    let reply = sentinels.sentinels()[0].cli(&["sentinel", "failover", RedisSentinels::NAME]);
+    assert_eq!(reply, "OK");
+    let started = Instant::now();
+    let mut n = 1;
+    while started.elapsed() < PATIENCE * 2 {
+        if node
+            .hub()
+            .publish("fo", Event::new(format!("e{n}")))
+            .await
+            .is_ok()
+        {
+            acknowledged.push(format!("e{n}"));
+            if sentinels.primary_port() != first {
+                break;
+            }
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(sentinels.primary_port(), first, "no failover happened");
+    // Publishes work on the new primary.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match node.hub().publish("fo", Event::new("last")).await {
+            Ok(_) => break,
+            Err(err) => assert!(Instant::now() < deadline, "publishing never resumed: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    acknowledged.push("last".to_owned());
+    println!(
+        "publishes resumed {:?} after SENTINEL FAILOVER",
+        started.elapsed()
+    );
+    let (seen, gap) = drain(
+        node.server.addr,
+        "fo",
+        Cursor::new(start.epoch(), 0).to_string(),
+    )
+    .await;
+    assert!(!gap);
+    assert_eq!(seen, acknowledged);
 }

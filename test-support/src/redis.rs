@@ -54,6 +54,7 @@ pub struct RedisServer {
     process: Option<Process>,
     port: u16,
     dir: PathBuf,
+    config: Option<PathBuf>,
     args: Vec<String>,
 }
 
@@ -61,10 +62,23 @@ impl RedisServer {
     /// Starts a server with these extra arguments (such as
     /// `["--appendonly", "yes"]`); by default it saves nothing.
     pub async fn start(args: &[&str]) -> RedisServer {
+        Self::start_with_config(None, args).await
+    }
+
+    /// Starts a server that reads `config` (written to a file in its
+    /// directory, which a Sentinel rewrites) before the arguments.
+    pub async fn start_with_config(config: Option<&str>, args: &[&str]) -> RedisServer {
+        let dir = fresh_dir("redis");
+        let config = config.map(|text| {
+            let path = dir.join("redis.conf");
+            std::fs::write(&path, text).expect("write the config");
+            path
+        });
         let mut server = RedisServer {
             process: None,
             port: free_port(),
-            dir: fresh_dir("redis"),
+            dir,
+            config,
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         server.run().await;
@@ -95,7 +109,11 @@ impl RedisServer {
     /// it answers PING.
     pub async fn run(&mut self) {
         assert!(self.process.is_none(), "already running");
-        let child = Command::new(server_binary())
+        let mut command = Command::new(server_binary());
+        if let Some(config) = &self.config {
+            command.arg(config);
+        }
+        let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", ""])
             .arg("--dir")
@@ -246,5 +264,96 @@ impl RedisCluster {
     /// The nodes, to stop or kill one.
     pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
         &mut self.nodes
+    }
+}
+
+/// A primary, a replica of it, and three Sentinels watching it under the
+/// name `mymaster` (quorum 2, down after 1 s).
+pub struct RedisSentinels {
+    servers: Vec<RedisServer>,
+    sentinels: Vec<RedisServer>,
+}
+
+impl RedisSentinels {
+    /// The service name.
+    pub const NAME: &'static str = "mymaster";
+
+    /// Starts them and waits until every Sentinel knows the replica and
+    /// the other Sentinels.
+    pub async fn start() -> RedisSentinels {
+        let primary = RedisServer::start(&["--appendonly", "no"]).await;
+        let replica = RedisServer::start(&[
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            &primary.port().to_string(),
+        ])
+        .await;
+        let config = format!(
+            "sentinel monitor {name} 127.0.0.1 {port} 2\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\n\
+             sentinel parallel-syncs {name} 1\n",
+            name = Self::NAME,
+            port = primary.port()
+        );
+        let mut sentinels = Vec::with_capacity(3);
+        for _ in 0..3 {
+            sentinels.push(RedisServer::start_with_config(Some(&config), &["--sentinel"]).await);
+        }
+        let set = RedisSentinels {
+            servers: vec![primary, replica],
+            sentinels,
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+        loop {
+            let ready = set.sentinels.iter().all(|sentinel| {
+                let replicas = sentinel.cli(&["sentinel", "replicas", Self::NAME]);
+                let others = sentinel.cli(&["sentinel", "sentinels", Self::NAME]);
+                replicas.contains("slave") && others.matches("127.0.0.1").count() >= 2
+            });
+            if ready {
+                return set;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the Sentinels never saw the replica and each other"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `redis-sentinel://127.0.0.1:S1?sentinelServiceName=mymaster&node=127.0.0.1:S2&...`.
+    pub fn url(&self) -> String {
+        let mut url = format!(
+            "redis-sentinel://127.0.0.1:{}?sentinelServiceName={}",
+            self.sentinels[0].port(),
+            Self::NAME
+        );
+        for sentinel in &self.sentinels[1..] {
+            url.push_str(&format!("&node=127.0.0.1:{}", sentinel.port()));
+        }
+        url
+    }
+
+    /// The port of the primary the Sentinels name now.
+    pub fn primary_port(&self) -> u16 {
+        let reply = self.sentinels[0].cli(&["sentinel", "get-master-addr-by-name", Self::NAME]);
+        reply
+            .lines()
+            .nth(1)
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no primary: {reply:?}"))
+    }
+
+    /// The data servers (the first started as the primary).
+    pub fn servers(&self) -> &[RedisServer] {
+        &self.servers
+    }
+
+    /// The Sentinels.
+    pub fn sentinels(&self) -> &[RedisServer] {
+        &self.sentinels
     }
 }

@@ -170,8 +170,10 @@ impl RedisStore {
         self.inner.watches.subscribed()
     }
 
-    /// Times this node found its subscriber link dead or lagging and
-    /// reconnected it.
+    /// Times this node's subscriber link was replaced: found dead by the
+    /// heartbeat, or reconnected by the client (after a drop, or a command
+    /// left unanswered). Each is followed by subscribing again and waking
+    /// every waiter.
     pub fn link_resets(&self) -> u64 {
         self.inner.watches.resets()
     }

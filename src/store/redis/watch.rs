@@ -495,6 +495,9 @@ async fn on_reconnect(link: Link) {
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
+        if let Some(watches) = link.watches.upgrade() {
+            watches.resets.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::info!("reconnected to Redis; subscribing again and waking every waiter");
         if link.recover().await.is_none() {
             return;
