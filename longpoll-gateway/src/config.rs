@@ -165,7 +165,9 @@ pub struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "LONGPOLL_GATEWAY_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    /// Keep events in Redis at this URL (redis://host:port), shared with
+    /// Keep events in Redis at this URL (redis://host:port; a cluster as
+    /// redis-cluster://host:port?node=host:port; a Sentinel-managed primary as
+    /// redis-sentinel://host:port?sentinelServiceName=NAME), shared with
     /// every gateway and app node using the same URL and prefix; publishes
     /// fail with 503 while Redis is unreachable. [default: in memory]
     #[arg(long, env = "LONGPOLL_GATEWAY_REDIS", value_name = "URL")]
