@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use support::example::{Example, example_path};
 use support::metrics::eventually_metric;
-use support::{Conn, PATIENCE, TestServer, eventually, get, within};
-use tower_longpoll::store::{RedisStore, Store, StoreError};
+use support::redis::{RedisCluster, RedisSentinels};
+use support::{Conn, PATIENCE, TestServer, eventually, get, redis, within};
+use tower_longpoll::store::{
+    Notifier, ReadFrom, ReadResult, RedisStore, Store, StoreError, StoreFuture, StoreStats,
+};
 use tower_longpoll::{Cursor, Event, Hub, LongPollLayer, PublishError};
 
 fn redis_url() -> String {
@@ -65,9 +68,8 @@ impl Node {
     }
 }
 
-#[tokio::test]
-async fn a_cursor_from_one_node_is_understood_by_another() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+async fn a_cursor_from_one_node_is_understood_by_another(url: &str) {
+    let (url, prefix) = (url.to_owned(), unique_prefix());
     let a = Node::start(&url, &prefix, Duration::from_secs(10)).await;
     let b = Node::start(&url, &prefix, Duration::from_secs(10)).await;
     let c1 = b.hub().publish("amy", Event::new("one")).await.unwrap();
@@ -77,7 +79,7 @@ async fn a_cursor_from_one_node_is_understood_by_another() {
         .await
         .unwrap();
     assert_eq!(c1.epoch(), c2.epoch());
-    assert_eq!((c1.seq(), c2.seq()), (1, 2));
+    assert!(c1.seq() < c2.seq());
 
     let reply = get(a.server.addr, &format!("/poll/amy?since={c1}")).await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -91,9 +93,8 @@ async fn a_cursor_from_one_node_is_understood_by_another() {
     assert_eq!(caught_up.cursor(), c2.to_string());
 }
 
-#[tokio::test]
-async fn a_poll_on_node_a_is_answered_by_a_publish_on_node_b_within_50_ms() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+async fn a_poll_on_node_a_is_answered_by_a_publish_on_node_b_within_50_ms(url: &str) {
+    let (url, prefix) = (url.to_owned(), unique_prefix());
     let a = Node::start(&url, &prefix, Duration::from_secs(20)).await;
     let b = Node::start(&url, &prefix, Duration::from_secs(20)).await;
     let mut latencies = Vec::new();
@@ -120,9 +121,8 @@ async fn a_poll_on_node_a_is_answered_by_a_publish_on_node_b_within_50_ms() {
     }
 }
 
-#[tokio::test]
-async fn a_client_moving_to_another_node_with_its_cursor_gets_every_event_in_order() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+async fn a_client_moving_to_another_node_with_its_cursor_gets_every_event_in_order(url: &str) {
+    let (url, prefix) = (url.to_owned(), unique_prefix());
     let a = Node::start(&url, &prefix, Duration::from_secs(20)).await;
     let b = Node::start(&url, &prefix, Duration::from_secs(20)).await;
     let c0 = b.hub().publish("cat", Event::new("e0")).await.unwrap();
@@ -160,9 +160,8 @@ async fn a_client_moving_to_another_node_with_its_cursor_gets_every_event_in_ord
     assert_eq!(caught_up.status, StatusCode::NO_CONTENT);
 }
 
-#[tokio::test]
-async fn the_delivery_position_of_cursorless_clients_is_shared_by_the_nodes() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+async fn the_delivery_position_of_cursorless_clients_is_shared_by_the_nodes(url: &str) {
+    let (url, prefix) = (url.to_owned(), unique_prefix());
     let a = Node::start(&url, &prefix, Duration::from_secs(20)).await;
     let b = Node::start(&url, &prefix, Duration::from_secs(20)).await;
 
@@ -193,9 +192,8 @@ async fn the_delivery_position_of_cursorless_clients_is_shared_by_the_nodes() {
     assert_eq!(conn.response(false).await.status, StatusCode::NO_CONTENT);
 }
 
-#[tokio::test]
-async fn several_nodes_share_a_broadcast_id() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+async fn several_nodes_share_a_broadcast_id(url: &str) {
+    let (url, prefix) = (url.to_owned(), unique_prefix());
     let nodes = [
         Node::start(&url, &prefix, Duration::from_secs(20)).await,
         Node::start(&url, &prefix, Duration::from_secs(20)).await,
@@ -231,26 +229,28 @@ async fn several_nodes_share_a_broadcast_id() {
 /// Redis has run it; a gateway test lost a cross-node wake-up to that on a
 /// loaded machine. The store now waits for a PING behind the SUBSCRIBE; a
 /// watch done before its subscription fails here in most rounds.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watch_is_in_force_in_redis_once_it_is_done() {
+async fn a_watch_is_in_force_in_redis_once_it_is_done(url: &str) {
     use fred::interfaces::{ClientLike, PubsubInterface};
 
-    let (url, prefix) = (redis_url(), unique_prefix());
+    let (url, prefix) = (url.to_owned(), unique_prefix());
     let watcher = store(&url, &prefix).await;
     let publisher =
         fred::types::Builder::from_config(fred::types::config::Config::from_url(&url).unwrap())
             .build()
             .unwrap();
     publisher.init().await.unwrap();
-    const ROUNDS: usize = 2_000;
+    let clustered = url.starts_with("redis-cluster");
+    let rounds: usize = if clustered { 500 } else { 2_000 };
     let mut missed = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let id = format!("fresh-{round}");
         watcher.watch(&id).await.unwrap();
-        let subscribers: i64 = publisher
-            .publish(format!("{prefix}:wake:{id}"), "test")
-            .await
-            .unwrap();
+        let channel = format!("{prefix}:{{{id}}}:w");
+        let subscribers: i64 = if clustered {
+            publisher.spublish(channel, "test").await.unwrap()
+        } else {
+            publisher.publish(channel, "test").await.unwrap()
+        };
         if subscribers != 1 {
             missed.push(round);
         }
@@ -258,16 +258,15 @@ async fn a_watch_is_in_force_in_redis_once_it_is_done() {
     }
     assert!(
         missed.is_empty(),
-        "{} of {ROUNDS} publishes found nobody subscribed, the first in rounds {:?}",
+        "{} of {rounds} publishes found nobody subscribed, the first in rounds {:?}",
         missed.len(),
         &missed[..missed.len().min(10)]
     );
     let _ = publisher.quit().await;
 }
 
-#[tokio::test]
-async fn a_publish_to_an_id_nobody_polls_wakes_no_node() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+async fn a_publish_to_an_id_nobody_polls_wakes_no_node(url: &str) {
+    let (url, prefix) = (url.to_owned(), unique_prefix());
     let idle = Node::start(&url, &prefix, Duration::from_secs(20)).await;
     let busy = Node::start(&url, &prefix, Duration::from_secs(20)).await;
     let publisher = Node::start(&url, &prefix, Duration::from_secs(20)).await;
@@ -299,9 +298,8 @@ async fn a_publish_to_an_id_nobody_polls_wakes_no_node() {
     assert_eq!(idle.store.subscribed_ids(), 0);
 }
 
-#[tokio::test]
-async fn stats_count_the_ids_and_events_in_redis() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+async fn stats_count_the_ids_and_events_in_redis(url: &str) {
+    let (url, prefix) = (url.to_owned(), unique_prefix());
     let store = RedisStore::builder(&url)
         .prefix(&prefix)
         .stats_interval(Duration::ZERO)
@@ -317,11 +315,19 @@ async fn stats_count_the_ids_and_events_in_redis() {
             .await
             .unwrap();
     }
-    eventually("ids and events counted", || {
-        let stats = hub.stats();
-        stats.ids == 3 && stats.kept_events == 6
+    let mut last = (0, 0);
+    let counted = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let stats = hub.stats();
+            last = (stats.ids, stats.kept_events);
+            if last == (3, 6) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     })
     .await;
+    assert!(counted.is_ok(), "ids and events counted: {last:?}");
 }
 
 #[tokio::test]
@@ -348,7 +354,7 @@ async fn redis_unreachable_at_start_is_a_clear_error() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("cannot use Redis at http://not-redis: expected a redis:// or rediss:// URL"),
+            .contains("cannot use Redis at http://not-redis: expected a redis://, redis-cluster:// or redis-sentinel:// URL"),
         "{err}"
     );
 }
@@ -608,9 +614,8 @@ async fn the_demo_answers_503_to_publishes_while_redis_is_away() {
     assert_eq!(demo.terminate().await.code(), Some(0));
 }
 
-#[tokio::test]
-async fn events_keep_their_status_and_headers_in_redis() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+async fn events_keep_their_status_and_headers_in_redis(url: &str) {
+    let (url, prefix) = (url.to_owned(), unique_prefix());
     let a = Node::start(&url, &prefix, Duration::from_secs(10)).await;
     let b = Node::start(&url, &prefix, Duration::from_secs(10)).await;
     let mut headers = http::HeaderMap::new();
@@ -634,4 +639,689 @@ async fn events_keep_their_status_and_headers_in_redis() {
         .map(|v| v.to_str().unwrap())
         .collect();
     assert_eq!(many, ["a", "b: c"]);
+}
+
+/// Each scenario above runs on the Redis at `REDIS_URL`, on a Redis Cluster
+/// of this test's own (3 primaries, 1 replica each) and behind Sentinels of
+/// its own (a primary, a replica, 3 Sentinels).
+macro_rules! on_standalone_and_cluster {
+    ($($name:ident),* $(,)?) => {
+        mod standalone {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::redis_url()).await;
+                }
+            )*
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_scenario_behind_redis_sentinel() {
+            let sentinels = RedisSentinels::start().await;
+            let url = sentinels.url();
+            $(
+                println!("behind Sentinel: {}", stringify!($name));
+                $name(&url).await;
+            )*
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_scenario_on_a_redis_cluster() {
+            let cluster = RedisCluster::start(3, 1).await;
+            let url = cluster.url();
+            $(
+                println!("on the cluster: {}", stringify!($name));
+                $name(&url).await;
+            )*
+        }
+    };
+}
+
+on_standalone_and_cluster!(
+    a_cursor_from_one_node_is_understood_by_another,
+    a_poll_on_node_a_is_answered_by_a_publish_on_node_b_within_50_ms,
+    a_client_moving_to_another_node_with_its_cursor_gets_every_event_in_order,
+    the_delivery_position_of_cursorless_clients_is_shared_by_the_nodes,
+    several_nodes_share_a_broadcast_id,
+    a_watch_is_in_force_in_redis_once_it_is_done,
+    a_publish_to_an_id_nobody_polls_wakes_no_node,
+    stats_count_the_ids_and_events_in_redis,
+    events_keep_their_status_and_headers_in_redis,
+    the_keys_of_an_id_share_its_hash_tag,
+    a_retried_publish_with_its_idempotency_key_is_kept_once,
+);
+
+/// Every key of an id, and its channel, carry the hash tag `{id}`: on a
+/// cluster a script may only touch the keys of one slot.
+async fn the_keys_of_an_id_share_its_hash_tag(url: &str) {
+    let prefix = unique_prefix();
+    let node = Node::start(url, &prefix, Duration::from_secs(10)).await;
+    node.hub().publish("tagged", Event::new("x")).await.unwrap();
+    let reply = get(node.server.addr, "/poll/tagged?since=0&timeout=0").await;
+    assert_eq!(reply.text(), "x");
+    if url.starts_with("redis://") {
+        let port = url.rsplit(':').next().unwrap().trim_end_matches('/');
+        let keys = redis::cli(
+            port.parse().unwrap(),
+            &["--scan", "--pattern", &format!("{prefix}:*")],
+        );
+        let mut keys: Vec<_> = keys.lines().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                format!("{prefix}:{{tagged}}:l"),
+                format!("{prefix}:{{tagged}}:m")
+            ]
+        );
+    }
+}
+
+/// Polls `since=cursor` with timeout=0 until a 204, collecting the events
+/// and whether any reply carried the gap flag.
+async fn drain(addr: std::net::SocketAddr, id: &str, mut cursor: String) -> (Vec<String>, bool) {
+    let (mut seen, mut gap) = (Vec::new(), false);
+    loop {
+        let reply = get(addr, &format!("/poll/{id}?since={cursor}&timeout=0")).await;
+        if reply.status == StatusCode::NO_CONTENT {
+            return (seen, gap);
+        }
+        assert_eq!(reply.status, StatusCode::OK);
+        gap |= reply.header("longpoll-gap") == Some("true");
+        seen.push(reply.text().to_owned());
+        cursor = reply.cursor();
+    }
+}
+
+/// Redis loses acknowledged writes: e1-e3 are in its RDB, e4-e5 were
+/// appended after it and die with a `kill -9`; restarted from the RDB, it
+/// takes new events. Sequence numbers from a plain counter would be given
+/// again (e4's cursor would name the new e6'), and a client holding e5's or
+/// e4's cursor would skip events silently. Each gets the gap flag and then
+/// every event published since; a client at e3 (which Redis kept) misses
+/// nothing and gets no flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_from_a_history_redis_lost_gets_the_gap_flag() {
+    let mut redis = redis::RedisServer::start(&["--appendonly", "no"]).await;
+    let prefix = unique_prefix();
+    let node = Node::start(&redis.url(), &prefix, Duration::from_secs(10)).await;
+    let mut cursors = Vec::new();
+    for n in 1..=3 {
+        cursors.push(
+            node.hub()
+                .publish("rb", Event::new(format!("e{n}")))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(redis.cli(&["SAVE"]), "OK");
+    for n in 4..=5 {
+        cursors.push(
+            node.hub()
+                .publish("rb", Event::new(format!("e{n}")))
+                .await
+                .unwrap(),
+        );
+    }
+    redis.kill().await;
+    redis.run().await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match node.hub().publish("rb", Event::new("e6")).await {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(err) => panic!("Redis is back but publishing fails: {err}"),
+        }
+    }
+    node.hub().publish("rb", Event::new("e7")).await.unwrap();
+    node.hub().publish("rb", Event::new("e8")).await.unwrap();
+
+    for lost in [4, 3] {
+        let cursor = cursors[lost].to_string();
+        let (seen, gap) = drain(node.server.addr, "rb", cursor).await;
+        assert!(gap, "e{}'s cursor: no gap flag, got {seen:?}", lost + 1);
+        assert!(
+            seen.ends_with(&["e6".to_owned(), "e7".to_owned(), "e8".to_owned()]),
+            "e{}'s cursor: {seen:?}",
+            lost + 1
+        );
+    }
+    let (seen, gap) = drain(node.server.addr, "rb", cursors[2].to_string()).await;
+    assert_eq!(seen, ["e6", "e7", "e8"]);
+    assert!(!gap, "e3 was kept: nothing was missed");
+}
+
+/// A Redis that forgets (no persistence) after a restart: the log is gone
+/// whole, so every old cursor is from another epoch and gets the gap flag.
+#[tokio::test]
+async fn a_log_lost_whole_gives_every_old_cursor_the_gap_flag() {
+    let mut redis = redis::RedisServer::start(&["--appendonly", "no"]).await;
+    let prefix = unique_prefix();
+    let node = Node::start(&redis.url(), &prefix, Duration::from_secs(10)).await;
+    let old = node.hub().publish("gone", Event::new("old")).await.unwrap();
+    redis.kill().await;
+    redis.run().await;
+    let deadline = Instant::now() + PATIENCE;
+    while node.hub().publish("gone", Event::new("new")).await.is_err() {
+        assert!(Instant::now() < deadline, "publishing never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (seen, gap) = drain(node.server.addr, "gone", old.to_string()).await;
+    assert!(gap);
+    assert_eq!(seen, ["new"]);
+}
+
+/// One small event must not cost an id kilobytes of Redis memory (a stream
+/// preallocates a 4 KB node), and the figure is what `MEMORY USAGE` says.
+#[tokio::test]
+async fn an_id_with_one_200_byte_event_costs_at_most_1_kb_in_redis() {
+    let url = redis_url();
+    let prefix = unique_prefix();
+    let node = Node::start(&url, &prefix, Duration::from_secs(10)).await;
+    node.hub()
+        .publish(
+            "small",
+            Event::new("x".repeat(200)).content_type("text/plain"),
+        )
+        .await
+        .unwrap();
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let mut total = 0;
+    for key in ["l", "m"] {
+        let usage = redis::cli(
+            port,
+            &["MEMORY", "USAGE", &format!("{prefix}:{{small}}:{key}")],
+        );
+        total += usage
+            .parse::<usize>()
+            .unwrap_or_else(|_| panic!("MEMORY USAGE: {usage:?}"));
+    }
+    println!("one id with one 200-byte event: {total} bytes of Redis memory");
+    assert!(total <= 1024, "{total} bytes");
+}
+
+#[tokio::test]
+async fn tls_urls_are_refused_never_used_in_plaintext() {
+    let port = redis::free_port();
+    for url in [
+        format!("rediss://127.0.0.1:{port}"),
+        format!("rediss-cluster://127.0.0.1:{port}"),
+    ] {
+        let err = RedisStore::builder(&url).connect().await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("TLS is not supported by this build"),
+            "{err}"
+        );
+    }
+    let err = RedisStore::builder(redis_url())
+        .prefix("a{b}")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("must not contain"), "{err}");
+}
+
+/// A TCP proxy in front of Redis that can stop forwarding on the
+/// connections that carried a SUBSCRIBE, without closing them: a half-open
+/// link, as a NAT or a load balancer that forgot the flow leaves behind.
+struct FreezingProxy {
+    addr: std::net::SocketAddr,
+    links: std::sync::Arc<std::sync::Mutex<Vec<ProxyLink>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone, Default)]
+struct ProxyLink {
+    subscriber: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezingProxy {
+    async fn start(upstream: String) -> FreezingProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::<ProxyLink>::new()));
+        let registry = links.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let link = ProxyLink::default();
+                registry.lock().unwrap().push(link.clone());
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let up = link.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 16 * 1024];
+                    loop {
+                        let Ok(n) = client_read.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            let _ = server_write.shutdown().await;
+                            return;
+                        }
+                        let chunk = &buf[..n];
+                        if chunk
+                            .windows(9)
+                            .any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+                        {
+                            up.subscriber.store(true, Ordering::SeqCst);
+                        }
+                        if up.frozen.load(Ordering::SeqCst) {
+                            // Hold both sockets open and forward nothing.
+                            std::future::pending::<()>().await;
+                        }
+                        if server_write.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let down = link;
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 16 * 1024];
+                    loop {
+                        let Ok(n) = server_read.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            let _ = client_write.shutdown().await;
+                            return;
+                        }
+                        // Redis confirms a subscription, or pushes a message,
+                        // only on a subscriber connection.
+                        let chunk = &buf[..n];
+                        if chunk
+                            .windows(9)
+                            .any(|w| w == b"subscribe" || w == b"\r\nmessage")
+                        {
+                            down.subscriber.store(true, Ordering::SeqCst);
+                        }
+                        if down.frozen.load(Ordering::SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FreezingProxy { addr, links, task }
+    }
+
+    /// Freezes every subscriber connection open now; returns how many.
+    fn freeze_subscribers(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        let links = self.links.lock().unwrap();
+        let mut frozen = 0;
+        for link in links.iter() {
+            if link.subscriber.load(Ordering::SeqCst) && !link.frozen.load(Ordering::SeqCst) {
+                link.frozen.store(true, Ordering::SeqCst);
+                frozen += 1;
+            }
+        }
+        frozen
+    }
+}
+
+impl Drop for FreezingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A store that tells a test when a poll is parked for good: its waiter
+/// watched the id and then finished a read, so that only a wake-up can
+/// answer it now. `done` holds the number of watches made before the
+/// start of the latest finished read.
+struct CountingReads {
+    store: RedisStore,
+    watches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Reads started and finished.
+    reads: std::sync::Arc<(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    )>,
+}
+
+impl Store for CountingReads {
+    fn append(&self, id: &str, event: Event) -> StoreFuture<Result<Cursor, StoreError>> {
+        self.store.append(id, event)
+    }
+
+    fn read(
+        &self,
+        id: &str,
+        from: ReadFrom,
+        max_events: usize,
+    ) -> StoreFuture<Result<ReadResult, StoreError>> {
+        let watched = self.watches.load(std::sync::atomic::Ordering::SeqCst);
+        let read = self.store.read(id, from, max_events);
+        let done = self.done.clone();
+        let reads = self.reads.clone();
+        reads.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        StoreFuture::new(async move {
+            let result = read.await;
+            reads.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            done.fetch_max(watched, std::sync::atomic::Ordering::SeqCst);
+            result
+        })
+    }
+
+    fn commit(&self, id: &str, cursor: Cursor) -> StoreFuture<Result<(), StoreError>> {
+        self.store.commit(id, cursor)
+    }
+
+    fn watch(&self, id: &str) -> StoreFuture<Result<(), StoreError>> {
+        self.watches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.store.watch(id)
+    }
+
+    fn unwatch(&self, id: &str) {
+        self.store.unwatch(id);
+    }
+
+    fn attach(&self, notifier: Notifier) {
+        self.store.attach(notifier);
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+}
+
+/// The subscriber link of node A dies without a FIN. Nothing would tell A:
+/// it would hear no more wake-ups, and its polls would be answered only at
+/// their timeout. The heartbeat finds the link dead within the probe
+/// interval, A reconnects and subscribes again, and the poll parked on A
+/// gets B's event within the probe interval + 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_subscriber_link_is_found_and_replaced_within_the_probe_interval() {
+    let url = redis_url();
+    let upstream = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = FreezingProxy::start(upstream).await;
+    let prefix = unique_prefix();
+    let probe = Duration::from_millis(500);
+    let store = RedisStore::builder(format!("redis://{}", proxy.addr))
+        .prefix(&prefix)
+        .probe_interval(probe)
+        .connect()
+        .await
+        .unwrap();
+    let watches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = CountingReads {
+        store: store.clone(),
+        watches: watches.clone(),
+        done: reads.clone(),
+        reads: Default::default(),
+    };
+    let watches_made = || watches.load(std::sync::atomic::Ordering::SeqCst);
+    let read_after = |watch: usize| reads.load(std::sync::atomic::Ordering::SeqCst) > watch;
+    let hub = Hub::builder().store(counting).build();
+    let layer = LongPollLayer::builder(hub)
+        .route("/poll/{client}")
+        .timeout(Duration::from_secs(30))
+        .jitter(0.0)
+        .build();
+    let a = Node {
+        server: TestServer::start(layer).await,
+        store,
+    };
+    let b = Node::start(&url, &prefix, Duration::from_secs(30)).await;
+
+    let mut conn = Conn::connect(a.server.addr).await;
+    let watched_before = watches_made();
+    conn.send("GET", "/poll/half", &[]).await;
+    a.server.parked(1).await;
+    eventually("A's poll watched, then read its log", || {
+        read_after(watched_before)
+    })
+    .await;
+    b.hub().publish("half", Event::new("before")).await.unwrap();
+    let before = within("the wake-up before the cut", conn.response(false)).await;
+    assert_eq!(
+        a.store.wakeups_received(),
+        1,
+        "the link carried the wake-up"
+    );
+    assert_eq!(before.text(), "before");
+
+    // Parked, and past its first read: the event must come by a wake-up.
+    let watched_before = watches_made();
+    conn.send("GET", &format!("/poll/half?since={}", before.cursor()), &[])
+        .await;
+    a.server.parked(1).await;
+    eventually("A's poll watched, then read its log", || {
+        read_after(watched_before)
+    })
+    .await;
+    let wakeups = a.store.wakeups_received();
+    assert!(
+        proxy.freeze_subscribers() >= 1,
+        "no subscriber connection seen"
+    );
+    let cut = Instant::now();
+    b.hub().publish("half", Event::new("after")).await.unwrap();
+    let after = tokio::time::timeout(probe + Duration::from_secs(1), conn.response(false))
+        .await
+        .expect("the wake-up after the cut did not come within the probe interval + 1 s");
+    println!(
+        "wake-up across a dead subscriber link after {:?}",
+        cut.elapsed()
+    );
+    assert_eq!(after.text(), "after");
+    assert!(
+        a.store.link_resets() >= 1,
+        "answered after {:?} with no reset; wake-ups received {} then {}, frozen {}",
+        cut.elapsed(),
+        wakeups,
+        a.store.wakeups_received(),
+        proxy.freeze_subscribers()
+    );
+
+    // And the new link carries wake-ups again.
+    let watched_before = watches_made();
+    conn.send("GET", &format!("/poll/half?since={}", after.cursor()), &[])
+        .await;
+    a.server.parked(1).await;
+    eventually("A's poll watched, then read its log", || {
+        read_after(watched_before)
+    })
+    .await;
+    let started = Instant::now();
+    b.hub().publish("half", Event::new("again")).await.unwrap();
+    let again = within("the wake-up on the new link", conn.response(false)).await;
+    assert_eq!(again.text(), "again");
+    assert!(started.elapsed() < probe, "{:?}", started.elapsed());
+}
+
+/// A publisher that retries after a lost reply sends the same idempotency
+/// key: the retry, on any node, gets the first cursor and keeps nothing new.
+async fn a_retried_publish_with_its_idempotency_key_is_kept_once(url: &str) {
+    let prefix = unique_prefix();
+    let a = Node::start(url, &prefix, Duration::from_secs(10)).await;
+    let b = Node::start(url, &prefix, Duration::from_secs(10)).await;
+    let first = a
+        .hub()
+        .publish_idempotent("idem", "k1", Event::new("once"))
+        .await
+        .unwrap();
+    let retry = b
+        .hub()
+        .publish_idempotent("idem", "k1", Event::new("once"))
+        .await
+        .unwrap();
+    assert_eq!(first, retry);
+    let other = b
+        .hub()
+        .publish_idempotent("idem", "k2", Event::new("twice"))
+        .await
+        .unwrap();
+    assert!(other.seq() > first.seq());
+    let (seen, gap) = drain(a.server.addr, "idem", "0".to_owned()).await;
+    assert_eq!(seen, ["once", "twice"]);
+    assert!(!gap);
+}
+
+#[tokio::test]
+async fn the_demo_publishes_once_per_idempotency_key() {
+    let url = redis_url();
+    let prefix = unique_prefix();
+    let demo = Example::start("demo", &["--redis", &url, "--redis-prefix", &prefix]).await;
+    let mut publish = Conn::connect(demo.addr).await;
+    let mut etags = Vec::new();
+    for _ in 0..2 {
+        publish
+            .send_with_body("POST", "/publish/ik", &[("idempotency-key", "abc")], b"one")
+            .await;
+        let reply = publish.response(false).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+        etags.push(reply.header("etag").unwrap().to_owned());
+    }
+    assert_eq!(etags[0], etags[1]);
+    let (seen, _) = drain(demo.addr, "ik", "0".to_owned()).await;
+    assert_eq!(seen, ["one"]);
+    assert_eq!(demo.terminate().await.code(), Some(0));
+}
+
+/// A publish to an id with many polls parked on one node costs that node
+/// one read (or a few), not one per poll: the woken waiters read the same
+/// cursor together, and the node sends that read to Redis once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiters_of_an_id_woken_together_share_one_read() {
+    const POLLS: usize = 200;
+    let (url, prefix) = (redis_url(), unique_prefix());
+    let store = store(&url, &prefix).await;
+    let counting = CountingReads {
+        store: store.clone(),
+        watches: Default::default(),
+        done: Default::default(),
+        reads: Default::default(),
+    };
+    let reads = counting.reads.clone();
+    let layer = LongPollLayer::builder(Hub::builder().store(counting).build())
+        .route("/poll/{client}")
+        .max_per_id(POLLS)
+        .timeout(Duration::from_secs(30))
+        .jitter(0.0)
+        .build();
+    let a = Node {
+        server: TestServer::start(layer).await,
+        store,
+    };
+    let b = Node::start(&url, &prefix, Duration::from_secs(30)).await;
+    let start = b.hub().publish("crowd", Event::new("e0")).await.unwrap();
+    let mut conns = Vec::with_capacity(POLLS);
+    for _ in 0..POLLS {
+        let mut conn = Conn::connect(a.server.addr).await;
+        conn.send("GET", &format!("/poll/crowd?since={start}"), &[])
+            .await;
+        conns.push(conn);
+    }
+    a.server.parked(POLLS).await;
+    eventually("A subscribed", || a.store.subscribed_ids() == 1).await;
+    // Every poll parked and every read finished: only a wake-up moves them.
+    use std::sync::atomic::Ordering::SeqCst;
+    eventually("every read finished", || {
+        reads.0.load(SeqCst) == reads.1.load(SeqCst) && reads.1.load(SeqCst) >= POLLS
+    })
+    .await;
+    let before = a.store.reads_sent();
+    b.hub().publish("crowd", Event::new("e1")).await.unwrap();
+    for conn in &mut conns {
+        assert_eq!(conn.response(false).await.text(), "e1");
+    }
+    let reads = a.store.reads_sent() - before;
+    println!("{POLLS} polls woken on one node: {reads} read scripts");
+    assert!(
+        reads <= POLLS as u64 / 10,
+        "{reads} reads for {POLLS} woken polls"
+    );
+}
+
+/// `SENTINEL FAILOVER` while a client follows an id with its cursor: the
+/// node finds the new primary by itself (the old one answers `READONLY`),
+/// publishes resume within seconds, and every acknowledged event reaches
+/// the client in order, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_resume_after_a_sentinel_failover() {
+    let sentinels = RedisSentinels::start().await;
+    let url = sentinels.url();
+    let prefix = unique_prefix();
+    let node = Node::start(&url, &prefix, Duration::from_secs(10)).await;
+    let first = sentinels.primary_port();
+    let mut acknowledged = Vec::new();
+    let start = node.hub().publish("fo", Event::new("e0")).await.unwrap();
+    acknowledged.push("e0".to_owned());
+    // Wait until the replica has e0, so the failover loses nothing.
+    let replica = &sentinels.servers()[1];
+    eventually("the replica has e0", || {
+        replica.cli(&["exists", &format!("{prefix}:{{fo}}:l")]) == "1"
+    })
+    .await;
+    let reply = sentinels.sentinels()[0].cli(&["sentinel", "failover", RedisSentinels::NAME]);
+    assert_eq!(reply, "OK");
+    let started = Instant::now();
+    let mut n = 1;
+    while started.elapsed() < PATIENCE * 2 {
+        if node
+            .hub()
+            .publish("fo", Event::new(format!("e{n}")))
+            .await
+            .is_ok()
+        {
+            acknowledged.push(format!("e{n}"));
+            if sentinels.primary_port() != first {
+                break;
+            }
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(sentinels.primary_port(), first, "no failover happened");
+    // Publishes work on the new primary.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match node.hub().publish("fo", Event::new("last")).await {
+            Ok(_) => break,
+            Err(err) => assert!(Instant::now() < deadline, "publishing never resumed: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    acknowledged.push("last".to_owned());
+    println!(
+        "publishes resumed {:?} after SENTINEL FAILOVER",
+        started.elapsed()
+    );
+    let (seen, gap) = drain(
+        node.server.addr,
+        "fo",
+        Cursor::new(start.epoch(), 0).to_string(),
+    )
+    .await;
+    assert!(!gap);
+    assert_eq!(seen, acknowledged);
 }

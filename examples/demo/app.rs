@@ -232,6 +232,15 @@ async fn publish(
         return response;
     }
     let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    // A retry with the same key (after a timeout or a lost reply) publishes
+    // nothing new and gets the first cursor.
+    let key = parts
+        .headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(str::to_owned);
     // The request head shares hyper's read buffer: let it go before waiting,
     // so that the connection reads its next request into the same buffer
     // rather than a new one.
@@ -260,7 +269,11 @@ async fn publish(
     if let Some(content_type) = content_type {
         event = event.content_type(content_type);
     }
-    match hub.publish(&client, event).await {
+    let published = match key {
+        Some(key) => hub.publish_idempotent(&client, key, event).await,
+        None => hub.publish(&client, event).await,
+    };
+    match published {
         Ok(cursor) => {
             let etag = HeaderValue::try_from(format!("\"{cursor}\"")).expect("cursors are ASCII");
             (

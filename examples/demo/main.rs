@@ -102,8 +102,10 @@ struct Args {
     /// read before the connection is closed.
     #[arg(long, default_value_t = 30.0)]
     write_timeout: f64,
-    /// Keep events in Redis at this URL (redis://host:port), shared with other
-    /// nodes started with the same URL and prefix. Needs the `redis` feature:
+    /// Keep events in Redis at this URL, shared with other nodes started with
+    /// the same URL and prefix: redis://host:port, a cluster as
+    /// redis-cluster://host:port?node=host:port, or a Sentinel-managed primary
+    /// as redis-sentinel://host:port?sentinelServiceName=NAME. Needs the `redis` feature:
     /// `cargo run --release --features redis --example demo -- --redis URL`.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,

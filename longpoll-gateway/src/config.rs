@@ -36,10 +36,20 @@ pub struct Args {
     /// is printed). [default: 127.0.0.1:7999]
     #[arg(long, env = "LONGPOLL_GATEWAY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// The backend every request is forwarded to: http://host:port, with an
-    /// optional path prefix. Required.
+    /// The backend every request is forwarded to: http(s)://host:port, with
+    /// an optional path prefix. This or --routes is required.
     #[arg(long, env = "LONGPOLL_GATEWAY_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
+    /// A routes file in Pushpin's syntax, in place of --upstream: each
+    /// request goes to the backend of the most specific route matching its
+    /// host, path, protocol and TLS. Read again when it changes.
+    #[arg(long = "routes", env = "LONGPOLL_GATEWAY_ROUTES", value_name = "FILE")]
+    pub routes_file: Option<PathBuf>,
+    /// With --upstream: end clients' WebSockets here and speak
+    /// WebSocket-over-HTTP to the upstream (a routes file says it per target
+    /// with `over_http`). Without it, upgrades are passed through.
+    #[arg(long, env = "LONGPOLL_GATEWAY_OVER_HTTP")]
+    pub over_http: bool,
     /// Address of the publish API, /metrics and /healthz.
     /// [default: 127.0.0.1:5561]
     #[arg(long, env = "LONGPOLL_GATEWAY_PUBLISH_LISTEN", value_name = "ADDR")]
@@ -155,7 +165,9 @@ pub struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "LONGPOLL_GATEWAY_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    /// Keep events in Redis at this URL (redis://host:port), shared with
+    /// Keep events in Redis at this URL (redis://host:port; a cluster as
+    /// redis-cluster://host:port?node=host:port; a Sentinel-managed primary as
+    /// redis-sentinel://host:port?sentinelServiceName=NAME), shared with
     /// every gateway and app node using the same URL and prefix; publishes
     /// fail with 503 while Redis is unreachable. [default: in memory]
     #[arg(long, env = "LONGPOLL_GATEWAY_REDIS", value_name = "URL")]
@@ -188,6 +200,8 @@ pub enum LogFormat {
 struct File {
     listen: Option<SocketAddr>,
     upstream: Option<String>,
+    routes: Option<PathBuf>,
+    over_http: Option<bool>,
     publish_listen: Option<SocketAddr>,
     publish_token: Option<String>,
     publish_key: Option<String>,
@@ -216,7 +230,12 @@ struct File {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub upstream: Uri,
+    /// `--upstream`; `None` when a routes file says where requests go.
+    pub upstream: Option<Uri>,
+    /// `--routes`.
+    pub routes_file: Option<PathBuf>,
+    /// `--over-http`.
+    pub over_http: bool,
     pub publish_listen: SocketAddr,
     pub publish_token: Option<String>,
     pub publish_key: Option<Vec<u8>>,
@@ -280,11 +299,21 @@ impl Config {
     }
 
     fn merge(args: Args, file: File) -> Result<Config, String> {
-        let upstream = args
-            .upstream
-            .or(file.upstream)
-            .ok_or("--upstream URL is required (the backend to forward to)")?;
-        let upstream = parse_upstream(&upstream)?;
+        let routes_file = args.routes_file.or(file.routes);
+        let upstream = match (args.upstream.or(file.upstream), &routes_file) {
+            (Some(_), Some(_)) => {
+                return Err("--upstream and --routes exclude each other: \
+                     put the upstream in the routes file as `* host:port`"
+                    .into());
+            }
+            (None, None) => {
+                return Err(
+                    "--upstream URL or --routes FILE is required (where to forward to)".into(),
+                );
+            }
+            (Some(upstream), None) => Some(parse_upstream(&upstream)?),
+            (None, Some(_)) => None,
+        };
         let routes = if args.routes.is_empty() {
             file.route.unwrap_or_default()
         } else {
@@ -349,6 +378,8 @@ impl Config {
                 .or(file.listen)
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7999))),
             upstream,
+            routes_file,
+            over_http: args.over_http || file.over_http.unwrap_or(false),
             publish_listen: args
                 .publish_listen
                 .or(file.publish_listen)
@@ -432,13 +463,8 @@ fn parse_upstream(text: &str) -> Result<Uri, String> {
         .parse()
         .map_err(|err| format!("--upstream {text:?}: {err}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "--upstream {text:?}: https upstreams are not supported; put the backend on http"
-            ));
-        }
-        _ => return Err(format!("--upstream {text:?}: expected http://host:port")),
+        Some("http" | "https") => {}
+        _ => return Err(format!("--upstream {text:?}: expected http(s)://host:port")),
     }
     if uri.authority().is_none() {
         return Err(format!("--upstream {text:?}: no host"));
@@ -507,7 +533,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen, "127.0.0.1:9100".parse().unwrap());
         assert_eq!(config.publish_listen, "127.0.0.1:9001".parse().unwrap());
-        assert_eq!(config.upstream, "http://127.0.0.1:2");
+        assert_eq!(config.upstream.unwrap(), "http://127.0.0.1:2");
         assert_eq!(config.routes, ["/a/{id}", "/b/{id}"]);
         assert_eq!(config.grip_timeout, Duration::from_secs(20));
         assert_eq!(config.sig_key.as_deref(), Some(&b"secret"[..]));
@@ -519,7 +545,8 @@ mod tests {
     fn bad_settings_are_named() {
         let err = |list: &[&str]| Config::merge(args(list), File::default()).unwrap_err();
         assert!(err(&[]).contains("--upstream"));
-        assert!(err(&["--upstream", "https://x"]).contains("https"));
+        assert!(err(&["--upstream", "ftp://x"]).contains("http(s)"));
+        assert!(err(&["--upstream", "http://x", "--routes", "r"]).contains("exclude"));
         assert!(err(&["--upstream", "http://x", "--route", "/poll"]).contains("exactly one"));
         assert!(err(&["--upstream", "http://x", "--timeout=-1"]).contains("--timeout"));
         assert!(err(&["--upstream", "http://x", "--tls-cert", "c"]).contains("--tls-key"));

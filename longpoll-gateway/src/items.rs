@@ -1,13 +1,19 @@
 //! The EPCP publish body: `{"items": [...]}`, each item a channel, an
 //! optional id, prev-id and meta, and its formats: `http-response` (for
-//! response holds and `--route` polls) and `http-stream` (for held streams).
+//! response holds and `--route` polls), `http-stream` (for held streams) and
+//! `ws-message` (for WebSocket-over-HTTP sockets).
 //! Pure parsing, no state: the publish listener, the tests and the fuzz
 //! target (`fuzz/`) share it.
 
+use base64::Engine;
+use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, Response};
 use hyper::ext::ReasonPhrase;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tower_longpoll::Event;
 
 use crate::grip::{self, Whole};
@@ -35,6 +41,8 @@ pub struct Item {
     /// The `http-stream` format with the item's id, prev-id and meta: what
     /// held streams on the channel get.
     pub stream: Option<StreamItem>,
+    /// The `ws-message` format: what sockets subscribed to the channel get.
+    pub ws: Option<Message>,
 }
 
 /// The items of a publish body.
@@ -42,9 +50,6 @@ pub struct Item {
 pub struct Items {
     /// The items to publish, in order.
     pub items: Vec<Item>,
-    /// The channels of the items that also carry a format the gateway does
-    /// not serve (`ws-message`): that format is ignored (and counted).
-    pub ignored: Vec<String>,
 }
 
 /// Checks every item of a publish body; the error names the item and the
@@ -59,7 +64,6 @@ pub fn parse(body: &[u8]) -> Result<Items, String> {
         .ok_or("items is missing or not an array")?;
     let mut parsed = Items {
         items: Vec::with_capacity(list.len()),
-        ignored: Vec::new(),
     };
     for (index, item) in list.iter().enumerate() {
         let at = |field: &str| format!("items[{index}].{field}");
@@ -163,30 +167,85 @@ pub fn parse(body: &[u8]) -> Result<Items, String> {
                 })
             }
         };
-        if response.is_none() && stream.is_none() {
-            return Err(match formats.get("ws-message") {
-                Some(_) => format!(
-                    "{}: ws-message is not served by this gateway; give http-response or \
-                     http-stream (nothing was published)",
-                    at("formats")
-                ),
-                None => format!(
-                    "{}: no http-response or http-stream format (nothing was published)",
-                    at("formats")
-                ),
-            });
-        }
-        if formats.contains_key("ws-message") {
-            parsed.ignored.push(channel.to_owned());
+        let ws = match formats.get("ws-message") {
+            None => None,
+            Some(format) => Some(ws_message(format, &format!("{prefix}ws-message"))?),
+        };
+        if response.is_none() && stream.is_none() && ws.is_none() {
+            return Err(format!(
+                "{}: no http-response, http-stream or ws-message format (nothing was published)",
+                at("formats")
+            ));
         }
         parsed.items.push(Item {
             channel: channel.to_owned(),
             id,
             response,
             stream,
+            ws,
         });
     }
     Ok(parsed)
+}
+
+/// A `ws-message` format: `content` (text) or `content-bin` (base64), its
+/// `type` (`text`, `binary`, `ping`, `pong`; `text` by default, `binary`
+/// for `content-bin`), or `action: close` with an optional `code`.
+fn ws_message(format: &Value, field: &str) -> Result<Message, String> {
+    let format = format
+        .as_object()
+        .ok_or_else(|| format!("{field} is not an object"))?;
+    if let Some(action) = format.get("action") {
+        match action.as_str() {
+            Some("send") => {}
+            Some("close") => {
+                let code = match format.get("code") {
+                    None | Some(Value::Null) => 1000,
+                    Some(code) => code
+                        .as_u64()
+                        .and_then(|c| u16::try_from(c).ok())
+                        .ok_or_else(|| format!("{field}.code is not a close code"))?,
+                };
+                return Ok(Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: Utf8Bytes::from_static(""),
+                })));
+            }
+            _ => return Err(format!("{field}.action must be \"send\" or \"close\"")),
+        }
+    }
+    let (content, binary) = match (format.get("content"), format.get("content-bin")) {
+        (Some(Value::String(text)), None) => (Bytes::from(text.clone().into_bytes()), false),
+        (None, Some(Value::String(encoded))) => (
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map(Bytes::from)
+                .map_err(|err| format!("{field}.content-bin is not base64: {err}"))?,
+            true,
+        ),
+        _ => {
+            return Err(format!(
+                "{field} needs one of content (a string) or content-bin (base64)"
+            ));
+        }
+    };
+    if content.len() > MAX_EVENT {
+        return Err(format!("{field}: the content is over {MAX_EVENT} bytes"));
+    }
+    let kind = format.get("type").and_then(Value::as_str);
+    Ok(match kind {
+        Some("text") | None if !binary => Message::Text(
+            Utf8Bytes::try_from(content).map_err(|_| format!("{field}.content is not UTF-8"))?,
+        ),
+        Some("text") => Message::Text(
+            Utf8Bytes::try_from(content)
+                .map_err(|_| format!("{field}.content-bin is not UTF-8 text"))?,
+        ),
+        Some("binary") | None => Message::Binary(content),
+        Some("ping") => Message::Ping(content),
+        Some("pong") => Message::Pong(content),
+        Some(other) => return Err(format!("{field}.type {other:?} is not a message type")),
+    })
 }
 
 /// A published `http-response` as an event: its body, its `Content-Type`

@@ -29,11 +29,14 @@ pub mod parse_checks;
 mod proxy;
 mod publish;
 mod reply;
+mod routes;
 mod server;
 mod state;
 #[doc(hidden)]
 pub mod stream;
 mod upstream;
+#[doc(hidden)]
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -116,10 +119,28 @@ pub async fn run(config: Config) -> Result<(), String> {
             stream_hub.store(store).build()
         }
     };
+    // The socket log: ws-message items, for the WebSocket-over-HTTP sockets
+    // of every gateway on the same Redis.
+    let socket_hub = Hub::builder().max_event_bytes(items::MAX_EVENT + 64);
+    let socket_hub = match &config.redis {
+        None => socket_hub.build(),
+        Some((url, prefix)) => {
+            let store = RedisStore::builder(url)
+                .prefix(format!("{prefix}:ws"))
+                .connect()
+                .await
+                .map_err(|err| err.to_string())?;
+            socket_hub.store(store).build()
+        }
+    };
     let limits = stream::Limits {
         streams: config.max_streams,
         per_channel: config.max_streams_per_channel,
         buffer: config.stream_buffer,
+    };
+    let routes = match &config.routes_file {
+        None => None,
+        Some(path) => Some(Arc::new(routes::Routes::load(path)?)),
     };
     let upstream = Upstream::new(
         config.upstream.clone(),
@@ -131,10 +152,12 @@ pub async fn run(config: Config) -> Result<(), String> {
     let state = Arc::new(State {
         hub: hub.clone(),
         upstream,
+        routes: routes.clone(),
         channels: Channels::new(REMEMBERED_CHANNELS),
         metrics: Metrics::default(),
         config: config.clone(),
         streams: Streams::new(stream_hub, limits),
+        sockets: ws::Sockets::new(socket_hub.clone()),
     });
 
     let gateway = Gateway {
@@ -174,9 +197,19 @@ pub async fn run(config: Config) -> Result<(), String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{client_addr}");
     println!("publish API on http://{publish_addr}");
-    tracing::info!(%client_addr, %publish_addr, upstream = %config.upstream, routes = ?config.routes, "longpoll-gateway started");
+    match &routes {
+        Some(table) => {
+            tracing::info!(%client_addr, %publish_addr, routes_file = %table.path.display(), routes = table.table().all.len(), "longpoll-gateway started")
+        }
+        None => {
+            tracing::info!(%client_addr, %publish_addr, upstream = ?config.upstream, "longpoll-gateway started")
+        }
+    }
 
     let stop = CancellationToken::new();
+    if let Some(routes) = routes {
+        routes::watch(routes, stop.clone());
+    }
     let signals = {
         let stop = stop.clone();
         let hub = hub.clone();
@@ -186,6 +219,8 @@ pub async fn run(config: Config) -> Result<(), String> {
             tracing::info!("shutting down: answering held requests with 503, ending streams");
             hub.shutdown();
             state.streams.shutdown();
+            state.sockets.shutdown.cancel();
+            socket_hub.shutdown();
             stop.cancel();
         })
     };

@@ -24,6 +24,7 @@ use crate::grip::{
 use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO, remove_grip, remove_hop_by_hop};
 use crate::hold::{self, Outcome};
 use crate::reply::{BoxError, ProxyBody, empty, full, text};
+use crate::routes::{Proto, Route, Via, cors};
 use crate::server::ClientInfo;
 use crate::state::{State, add};
 use crate::stream;
@@ -79,7 +80,7 @@ impl Outgoing {
     }
 }
 
-async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(state: Arc<State>, request: Request<Incoming>) -> Response<ProxyBody> {
     let client = request.extensions().get::<ClientInfo>().cloned();
     let wants_upgrade = request.version() == Version::HTTP_11
         && request.headers().contains_key(UPGRADE)
@@ -90,21 +91,100 @@ async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let route = match &state.routes {
+        None => None,
+        Some(routes) => {
+            let websocket = wants_upgrade
+                && request
+                    .headers()
+                    .get(UPGRADE)
+                    .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            let proto = if websocket { Proto::Ws } else { Proto::Http };
+            let ssl = client.as_ref().is_some_and(|client| client.tls);
+            let host = request_host(&request);
+            let path = request.uri().path();
+            match routes.table().find(&host, proto, ssl, path) {
+                Some(route) => Some(Arc::clone(route)),
+                None => {
+                    add(&state.metrics.no_route);
+                    tracing::debug!(%host, path, "no route");
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("no route for host {host:?} and path {path:?} in the routes file"),
+                    );
+                }
+            }
+        }
+    };
+    let over_http = match &route {
+        Some(route) => route.targets.first().is_some_and(|t| t.over_http),
+        None => state.config.over_http,
+    };
+    if over_http && crate::ws::is_websocket(&request) {
+        let via = route.map(|route| Via { route, target: 0 });
+        return crate::ws::accept(Arc::clone(&state), request, via, client).await;
+    }
+    let cors = route
+        .as_ref()
+        .filter(|route| route.aco)
+        .map(|_| cors::Asked::of(request.headers()));
+    let mut response = forward_on(&state, request, client, wants_upgrade, route).await;
+    if let Some(asked) = cors {
+        asked.answer(response.headers_mut());
+    }
+    response
+}
+
+/// The host a request names (its `Host`, or the authority of an HTTP/2
+/// request), without the port, in lower case: what routes match.
+fn request_host(request: &Request<Incoming>) -> std::borrow::Cow<'_, str> {
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or("");
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.find(']').map_or(host, |end| &host[..end + 2])
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+async fn forward_on(
+    state: &Arc<State>,
+    mut request: Request<Incoming>,
+    client: Option<ClientInfo>,
+    wants_upgrade: bool,
+    route: Option<Arc<Route>>,
+) -> Response<ProxyBody> {
     let mut client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let upgrade_protocol = parts.headers.get(UPGRADE).cloned();
+    let client_target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", PathAndQuery::as_str)
+        .to_owned();
 
-    let uri = match state
-        .upstream
-        .url_for(parts.uri.path_and_query().map_or("/", PathAndQuery::as_str))
-    {
-        Ok(uri) => uri,
-        Err(err) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                &format!("bad request target: {err}"),
-            );
-        }
+    // Without a routes file, the one upstream's URL; with one, each target's
+    // is made as it is tried.
+    let uri = match &route {
+        Some(_) => None,
+        None => match state.upstream.url_for(&client_target) {
+            Ok(uri) => Some(uri),
+            Err(err) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("bad request target: {err}"),
+                );
+            }
+        },
     };
     prepare_head(&mut parts, client);
     if let (true, Some(protocol)) = (wants_upgrade, upgrade_protocol) {
@@ -113,8 +193,14 @@ async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<
             .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(UPGRADE, protocol);
     }
-    parts.uri = uri;
+    if let Some(route) = &route {
+        route.set_headers(&mut parts.headers);
+    }
+    if let Some(uri) = uri {
+        parts.uri = uri;
+    }
     parts.version = Version::HTTP_11;
+    let grip = route.as_ref().is_none_or(|route| route.grip);
 
     let mut outgoing = match keep_small_body(body, &parts).await {
         Ok(outgoing) => outgoing,
@@ -123,43 +209,88 @@ async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<
 
     let mut retries = 0;
     loop {
-        let Some(body) = outgoing.take() else {
-            // A streamed body cannot be sent twice: never reached, as only
-            // kept bodies are retried.
-            return text(StatusCode::BAD_GATEWAY, "the request cannot be retried");
-        };
-        let mut upstream_request = Request::from_parts(clone_head(&parts), body);
-        let headers = upstream_request.headers_mut();
-        headers.insert(GRIP_SIG, state.upstream.grip_sig());
-        headers.insert(GRIP_FEATURE, FEATURES);
-        add(&state.metrics.proxied);
-        let response = match state.upstream.send(upstream_request).await {
-            Ok(response) => response,
-            Err(Failure::Unreachable(err)) => {
-                add(&state.metrics.upstream_unreachable);
-                tracing::warn!(error = %err, path = parts.uri.path(), "upstream unreachable");
-                return text(StatusCode::BAD_GATEWAY, "the upstream cannot be reached");
+        let mut via = route.clone().map(|route| Via { route, target: 0 });
+        let response = loop {
+            let Some(body) = outgoing.take() else {
+                // A streamed body cannot be sent twice: never reached, as
+                // only kept bodies are retried.
+                return text(StatusCode::BAD_GATEWAY, "the request cannot be retried");
+            };
+            let mut head = clone_head(&parts);
+            if let Some(via) = &via {
+                match via.url(&client_target) {
+                    Ok(uri) => head.uri = uri,
+                    Err(err) => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            &format!("bad request target: {err}"),
+                        );
+                    }
+                }
+                if let Some(host) = via.host().and_then(|h| HeaderValue::try_from(h).ok()) {
+                    head.headers.insert(HOST, host);
+                }
             }
-            Err(Failure::TooSlow) => {
-                add(&state.metrics.upstream_timeouts);
-                tracing::warn!(path = parts.uri.path(), "upstream too slow");
-                return text(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the upstream did not answer in time",
-                );
+            if grip {
+                let (key, iss) = via.as_ref().map_or((None, None), Via::signer);
+                head.headers
+                    .insert(GRIP_SIG, state.upstream.grip_sig_with(key, iss));
+                head.headers.insert(GRIP_FEATURE, FEATURES);
+            }
+            let check = via.as_ref().is_none_or(Via::checked);
+            add(&state.metrics.proxied);
+            let path = head.uri.path().to_owned();
+            match state
+                .upstream
+                .send_checked(Request::from_parts(head, body), check)
+                .await
+            {
+                Ok(response) => break response,
+                Err(Failure::NoConnection(err))
+                    if outgoing.replayable()
+                        && via
+                            .as_ref()
+                            .is_some_and(|via| via.target + 1 < via.route.targets.len()) =>
+                {
+                    let via = via.as_mut().expect("a route has targets");
+                    tracing::warn!(error = %err, target = %via.route.targets[via.target], line = via.route.line, "target unreachable; trying the next");
+                    via.target += 1;
+                }
+                Err(Failure::NoConnection(err) | Failure::Unreachable(err)) => {
+                    add(&state.metrics.upstream_unreachable);
+                    tracing::warn!(error = %err, path, "upstream unreachable");
+                    return match &via {
+                        Some(via) => text(
+                            StatusCode::BAD_GATEWAY,
+                            &format!(
+                                "no target of the route on line {} of the routes file could be reached (tried up to {})",
+                                via.route.line, via.route.targets[via.target]
+                            ),
+                        ),
+                        None => text(StatusCode::BAD_GATEWAY, "the upstream cannot be reached"),
+                    };
+                }
+                Err(Failure::TooSlow) => {
+                    add(&state.metrics.upstream_timeouts);
+                    tracing::warn!(path, "upstream too slow");
+                    return text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the upstream did not answer in time",
+                    );
+                }
             }
         };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return match client_upgrade.take() {
-                Some(client_upgrade) => tunnel(&state, client_upgrade, response),
+                Some(client_upgrade) => tunnel(state, client_upgrade, response),
                 None => text(
                     StatusCode::BAD_GATEWAY,
                     "the upstream switched protocols unasked",
                 ),
             };
         }
-        if !grip::is_instruction(response.headers()) {
+        if !grip || !grip::is_instruction(response.headers()) {
             return pass_through(response);
         }
 
@@ -168,10 +299,11 @@ async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<
             // A stream's first body goes to the client as it comes.
             return match grip::parse(head.status, head.headers, Bytes::new()) {
                 Ok(Instruction::Stream(stream)) => {
-                    stream::start(&state, stream, Some(body), origin(&state, &parts)).await
+                    let origin = origin(&client_target, &parts, via);
+                    stream::start(state, stream, Some(body), origin).await
                 }
-                Ok(_) => bad_instructions(&state, &parts, "not a stream".into()),
-                Err(err) => bad_instructions(&state, &parts, err),
+                Ok(_) => bad_instructions(state, &parts, "not a stream".into()),
+                Err(err) => bad_instructions(state, &parts, err),
             };
         }
         let read = Limited::new(body, MAX_INSTRUCTION_BODY).collect();
@@ -199,17 +331,18 @@ async fn forward(state: Arc<State>, mut request: Request<Incoming>) -> Response<
         };
         let instruction = match grip::parse(head.status, head.headers, body) {
             Ok(instruction) => instruction,
-            Err(err) => return bad_instructions(&state, &parts, err),
+            Err(err) => return bad_instructions(state, &parts, err),
         };
         let hold = match instruction {
             Instruction::Respond(whole) => return hold::whole_response(whole),
             Instruction::Stream(stream) => {
-                return stream::start(&state, stream, None, origin(&state, &parts)).await;
+                let origin = origin(&client_target, &parts, via);
+                return stream::start(state, stream, None, origin).await;
             }
             Instruction::Hold(hold) => hold,
         };
         let may_retry = outgoing.replayable() && retries < MAX_RETRIES;
-        match hold::hold(&state, hold, may_retry).await {
+        match hold::hold(state, hold, may_retry).await {
             Outcome::Respond(response) => return response,
             Outcome::Retry(last) => {
                 retries += 1;
@@ -239,20 +372,21 @@ fn bad_instructions(state: &State, parts: &Parts, err: String) -> Response<Proxy
 }
 
 /// What a stream keeps of its request: the client's URL (for relative
-/// links), the forwarded `Host` and `X-Forwarded-*`, and how to close the
-/// client's connection.
-fn origin(state: &State, parts: &Parts) -> stream::Origin {
-    let target = state.upstream.client_target(&parts.uri);
+/// links), the forwarded `Host` and `X-Forwarded-*`, how to close the
+/// client's connection, and the route it took.
+fn origin(client_target: &str, parts: &Parts, via: Option<Via>) -> stream::Origin {
     let abort = parts
         .extensions
         .get::<ClientInfo>()
         .and_then(|client| client.abort.clone());
-    stream::Origin::of(&target, &parts.headers, abort)
+    let mut origin = stream::Origin::of(client_target, &parts.headers, abort);
+    origin.via = via;
+    origin
 }
 
 /// The head sent upstream: no hop-by-hop and no client `Grip-*` headers,
 /// `X-Forwarded-For`/`-Proto` set, the client's host kept.
-fn prepare_head(parts: &mut Parts, client: Option<ClientInfo>) {
+pub(crate) fn prepare_head(parts: &mut Parts, client: Option<ClientInfo>) {
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
     remove_grip(headers);

@@ -119,7 +119,20 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Response<ProxyBod
     refuse("the bearer token is not accepted")
 }
 
+/// The `Idempotency-Key` of a publish request: a retry with the same key
+/// within the store's window publishes nothing new.
+fn idempotency_key<B>(request: &Request<B>) -> Option<String> {
+    request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(str::to_owned)
+}
+
 async fn publish_items(state: &State, request: Request<Incoming>) -> Response<ProxyBody> {
+    let key = idempotency_key(&request);
     let body = match Limited::new(request.into_body(), MAX_PUBLISH_REQUEST)
         .collect()
         .await
@@ -138,18 +151,30 @@ async fn publish_items(state: &State, request: Request<Incoming>) -> Response<Pr
         Ok(parsed) => parsed,
         Err(message) => return bad_request(state, &message),
     };
-    for channel in &parsed.ignored {
-        add(&state.metrics.ignored_items);
-        tracing::debug!(channel, "a publish item's ws-message format ignored");
-    }
     for (index, item) in parsed.items.into_iter().enumerate() {
         let channel = item.channel.as_str();
         if let Some(event) = item.response {
-            if let Err(err) = publish_one(state, channel, item.id.as_deref(), event).await {
+            // One key per item: the request's key and the item's place.
+            let item_key = key.as_ref().map(|key| format!("{key}#{index}"));
+            if let Err(err) = publish_one(
+                state,
+                channel,
+                item.id.as_deref(),
+                item_key.as_deref(),
+                event,
+            )
+            .await
+            {
                 return failed(&format!("items[{index}]"), err);
             }
         } else {
             add(&state.metrics.published_items);
+        }
+        if let Some(message) = &item.ws {
+            if let Err(err) = state.sockets.publish(channel, message).await {
+                return failed(&format!("items[{index}].ws-message"), err);
+            }
+            tracing::debug!(channel, "published to WebSockets");
         }
         if let Some(stream) = &item.stream {
             if let Err(err) = state.streams.publish(channel, stream).await {
@@ -167,6 +192,7 @@ async fn publish_raw(
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let content_type = request.headers().get(CONTENT_TYPE).cloned();
+    let key = idempotency_key(&request);
     let limit = 1024 * 1024;
     let body = match Limited::new(request.into_body(), limit).collect().await {
         Ok(body) => body.to_bytes(),
@@ -181,7 +207,7 @@ async fn publish_raw(
     if let Some(content_type) = content_type {
         event = event.content_type(content_type);
     }
-    match publish_one(state, channel, None, event).await {
+    match publish_one(state, channel, None, key.as_deref(), event).await {
         Ok(cursor) => {
             let mut response =
                 Response::new(full(Bytes::from(format!("{{\"cursor\":\"{cursor}\"}}\n"))));
@@ -201,9 +227,13 @@ async fn publish_one(
     state: &State,
     channel: &str,
     id: Option<&str>,
+    key: Option<&str>,
     event: Event,
 ) -> Result<tower_longpoll::Cursor, PublishError> {
-    let cursor = state.hub.publish(channel, event).await?;
+    let cursor = match key {
+        Some(key) => state.hub.publish_idempotent(channel, key, event).await?,
+        None => state.hub.publish(channel, event).await?,
+    };
     state.channels.published(channel, id, cursor);
     add(&state.metrics.published_items);
     tracing::debug!(channel, id, %cursor, "published");

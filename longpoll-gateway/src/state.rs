@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tower_longpoll::{Cursor, Hub};
 
 use crate::config::Config;
+use crate::routes::Routes;
 use crate::stream::Streams;
 use crate::upstream::Upstream;
 
@@ -16,10 +17,14 @@ pub struct State {
     pub config: Config,
     pub hub: Hub,
     pub upstream: Upstream,
+    /// `--routes`: where each request goes; `None` with `--upstream`.
+    pub routes: Option<Arc<Routes>>,
     pub channels: Channels,
     pub metrics: Metrics,
     /// GRIP streams: their log (a hub of its own), limits and counters.
     pub streams: Streams,
+    /// WebSocket-over-HTTP sockets and their channels.
+    pub sockets: crate::ws::Sockets,
 }
 
 /// The last id published on each channel, for `prev-id` checks: a hold
@@ -85,6 +90,7 @@ impl Channels {
 pub struct Metrics {
     pub proxied: AtomicU64,
     pub upstream_unreachable: AtomicU64,
+    pub no_route: AtomicU64,
     pub upstream_timeouts: AtomicU64,
     pub upgrades: AtomicU64,
     pub holds: AtomicU64,
@@ -97,7 +103,6 @@ pub struct Metrics {
     pub gone_posts: AtomicU64,
     pub bad_instructions: AtomicU64,
     pub published_items: AtomicU64,
-    pub ignored_items: AtomicU64,
     pub publish_bad_requests: AtomicU64,
     pub publish_unauthorized: AtomicU64,
 }
@@ -264,12 +269,6 @@ impl State {
             get(&m.published_items),
         );
         metric(
-            "longpoll_gateway_ignored_items_total",
-            "counter",
-            "Publish items with a format the gateway does not serve (ws-message), ignored.",
-            get(&m.ignored_items),
-        );
-        metric(
             "longpoll_gateway_publish_bad_requests_total",
             "counter",
             "Publish calls refused with 400.",
@@ -280,6 +279,51 @@ impl State {
             "counter",
             "Publish calls refused with 401.",
             get(&m.publish_unauthorized),
+        );
+        if let Some(routes) = &self.routes {
+            metric(
+                "longpoll_gateway_no_route_total",
+                "counter",
+                "Requests answered 502 because no route of the routes file matched.",
+                get(&m.no_route),
+            );
+            metric(
+                "longpoll_gateway_routes",
+                "gauge",
+                "Routes in force from the routes file.",
+                routes.table().all.len() as u64,
+            );
+            metric(
+                "longpoll_gateway_routes_reloads_total",
+                "counter",
+                "Times the changed routes file was read again and put in force.",
+                get(&routes.reloads.loaded),
+            );
+            metric(
+                "longpoll_gateway_routes_reload_errors_total",
+                "counter",
+                "Times the changed routes file did not parse (the routes in force stayed).",
+                get(&routes.reloads.failed),
+            );
+        }
+        let sockets = &self.sockets;
+        metric(
+            "longpoll_gateway_websockets",
+            "gauge",
+            "WebSocket-over-HTTP sockets open now.",
+            get(&sockets.open),
+        );
+        metric(
+            "longpoll_gateway_ws_messages_delivered_total",
+            "counter",
+            "ws-message publishes handed to a socket.",
+            get(&sockets.delivered),
+        );
+        metric(
+            "longpoll_gateway_ws_slow_clients_total",
+            "counter",
+            "Sockets closed for falling too far behind their publishes.",
+            get(&sockets.slow),
         );
         self.streams.render_metrics(&mut out);
         out

@@ -211,7 +211,43 @@ impl Hub {
     /// the event is kept in the id's log for its next poll. The cursor is
     /// returned once the store has the event, never before.
     pub async fn publish(&self, id: impl AsRef<str>, event: Event) -> Result<Cursor, PublishError> {
-        let id = id.as_ref();
+        self.publish_keyed(id.as_ref(), None, event).await
+    }
+
+    /// Publishes `event` for `id` once per idempotency `key`: a retry with the
+    /// same key within the store's idempotency window (default 5 minutes)
+    /// returns the first publish's cursor and keeps nothing new, so a
+    /// publisher may retry after a timeout or a lost reply without keeping
+    /// the event twice.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tower_longpoll::{Event, Hub};
+    ///
+    /// let hub = Hub::new();
+    /// let first = hub.publish_idempotent("amy", "order-17", Event::new("paid")).await.unwrap();
+    /// let retry = hub.publish_idempotent("amy", "order-17", Event::new("paid")).await.unwrap();
+    /// assert_eq!(first, retry);
+    /// assert_eq!(hub.stats().kept_events, 1);
+    /// # }
+    /// ```
+    pub async fn publish_idempotent(
+        &self,
+        id: impl AsRef<str>,
+        key: impl AsRef<str>,
+        event: Event,
+    ) -> Result<Cursor, PublishError> {
+        self.publish_keyed(id.as_ref(), Some(key.as_ref()), event)
+            .await
+    }
+
+    async fn publish_keyed(
+        &self,
+        id: &str,
+        key: Option<&str>,
+        event: Event,
+    ) -> Result<Cursor, PublishError> {
         let inner = &*self.inner;
         check_id(id, inner.max_id_len).map_err(PublishError::InvalidId)?;
         if event.has_invalid_content_type() {
@@ -230,7 +266,14 @@ impl Hub {
                 limit: inner.max_event_bytes,
             });
         }
-        let appended = inner.store.append(id, event).await;
+        let appended = match key {
+            None => inner.store.append(id, event).await,
+            Some(key) => inner
+                .store
+                .append_once(id, key, event)
+                .await
+                .map(|(cursor, _)| cursor),
+        };
         // Even a failed append may have been kept (a reply lost with the
         // connection): waking this process's waiters to read costs little.
         let woke = inner.registry.notify(id);

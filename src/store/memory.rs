@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use super::idempotency::Recent;
 use super::{ReadFrom, ReadResult, Store, StoreError, StoreFuture, StoreStats};
 use crate::cursor::Cursor;
 use crate::event::{Event, StoredEvent};
@@ -85,6 +86,8 @@ struct Inner {
     bytes: AtomicUsize,
     sweeper_started: AtomicBool,
     attached: AtomicBool,
+    /// Idempotency keys of publishes, for 5 minutes.
+    recent: Recent,
 }
 
 #[derive(Default)]
@@ -175,6 +178,7 @@ impl MemoryStoreBuilder {
                 bytes: AtomicUsize::new(0),
                 sweeper_started: AtomicBool::new(false),
                 attached: AtomicBool::new(false),
+                recent: Recent::new(Duration::from_secs(5 * 60)),
             }),
         }
     }
@@ -559,6 +563,19 @@ impl Kept {
 impl Store for MemoryStore {
     fn append(&self, id: &str, event: Event) -> StoreFuture<Result<Cursor, StoreError>> {
         StoreFuture::ready(self.inner.append(id, event))
+    }
+
+    fn append_once(
+        &self,
+        id: &str,
+        key: &str,
+        event: Event,
+    ) -> StoreFuture<Result<(Cursor, bool), StoreError>> {
+        StoreFuture::ready(
+            self.inner
+                .recent
+                .once(id, key, || self.inner.append(id, event)),
+        )
     }
 
     fn read(

@@ -9,6 +9,7 @@
 //! elsewhere through the [`Notifier`] it is given with [`Store::attach`].
 
 mod future;
+mod idempotency;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -46,6 +47,28 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub trait Store: Send + Sync + 'static {
     /// Appends `event` to the log of `id` and returns its cursor.
     fn append(&self, id: &str, event: Event) -> StoreFuture<Result<Cursor, StoreError>>;
+
+    /// Appends `event` to the log of `id` unless a publish to `id` with the
+    /// idempotency `key` got a cursor within the store's idempotency window:
+    /// then that cursor is returned and nothing is appended. The flag says
+    /// whether the event was appended now.
+    ///
+    /// The default appends every time: a store that does not remember keys
+    /// cannot tell a retry. This crate's stores remember them.
+    fn append_once(
+        &self,
+        id: &str,
+        key: &str,
+        event: Event,
+    ) -> StoreFuture<Result<(Cursor, bool), StoreError>> {
+        let _ = key;
+        match self.append(id, event).into_ready() {
+            Ok(appended) => StoreFuture::ready(appended.map(|cursor| (cursor, true))),
+            Err(pending) => {
+                StoreFuture::new(async move { pending.await.map(|cursor| (cursor, true)) })
+            }
+        }
+    }
 
     /// Reads up to `max_events` (at least 1) events of `id` that come after `from`.
     ///

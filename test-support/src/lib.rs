@@ -12,6 +12,7 @@ pub mod conn;
 pub mod example;
 pub mod metrics;
 pub mod process;
+pub mod redis;
 pub mod server;
 
 use std::fmt::Display;

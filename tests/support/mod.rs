@@ -8,7 +8,7 @@
 #[allow(unused_imports)]
 pub(crate) use longpoll_test_support::{
     Conn, PATIENCE, Reply, chaos, eventually, example, get, listener, listener_at, metrics,
-    process, request, within,
+    process, redis, request, within,
 };
 
 use std::net::SocketAddr;

@@ -18,6 +18,7 @@ use crate::grip::{
 };
 use crate::headers::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
 use crate::reply::empty;
+use crate::routes::Via;
 use crate::state::{State, add};
 use crate::upstream::Failure as Unanswered;
 
@@ -30,6 +31,9 @@ pub struct Origin {
     pub headers: HeaderMap,
     /// Closes the client's HTTP/1.1 connection (a slow reader's).
     pub abort: Option<CancellationToken>,
+    /// With a routes file: the route and target the stream came from, which
+    /// its next links go to too.
+    pub via: Option<Via>,
 }
 
 impl Origin {
@@ -45,6 +49,7 @@ impl Origin {
             target: target.to_owned(),
             headers,
             abort,
+            via: None,
         }
     }
 }
@@ -123,17 +128,22 @@ pub async fn fetch(
     target: &str,
     last: &[(&str, &str)],
 ) -> Result<Page, Failure> {
-    let uri = state
-        .upstream
-        .url_for(target)
-        .map_err(|err| Failure::Fatal(format!("next link {target:?}: {err}")))?;
+    let absolute = target
+        .parse::<http::Uri>()
+        .is_ok_and(|uri| uri.scheme().is_some());
+    let uri = match &origin.via {
+        Some(via) if !absolute => via.url(target),
+        _ => state.upstream.url_for(target),
+    }
+    .map_err(|err| Failure::Fatal(format!("next link {target:?}: {err}")))?;
     let mut request = Request::new(empty());
     *request.method_mut() = Method::GET;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
     headers.clone_from(&origin.headers);
-    headers.insert(GRIP_SIG, state.upstream.grip_sig());
+    let (key, iss) = origin.via.as_ref().map_or((None, None), Via::signer);
+    headers.insert(GRIP_SIG, state.upstream.grip_sig_with(key, iss));
     headers.insert(GRIP_FEATURE, FEATURES);
     for (channel, id) in last {
         if let Ok(value) = HeaderValue::try_from(format!("{channel}; last-id={id}")) {
@@ -142,12 +152,15 @@ pub async fn fetch(
     }
     add(&state.streams.metrics.next_links);
     add(&state.metrics.proxied);
+    let check = origin.via.as_ref().is_none_or(|via| via.checked());
     let response = state
         .upstream
-        .send(request)
+        .send_checked(request, check)
         .await
         .map_err(|err| match err {
-            Unanswered::Unreachable(err) => Failure::Retry(format!("next link {target:?}: {err}")),
+            Unanswered::Unreachable(err) | Unanswered::NoConnection(err) => {
+                Failure::Retry(format!("next link {target:?}: {err}"))
+            }
             Unanswered::TooSlow => {
                 Failure::Retry(format!("next link {target:?}: no answer in time"))
             }

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod named;
 pub mod python;
 pub mod streams;
 pub mod upstream;

@@ -1,14 +1,26 @@
 //! A [`Store`] in Redis, shared by several nodes.
 //!
-//! Each id's events live in a Redis stream whose entry ids are the cursors'
-//! sequence numbers, beside a hash holding the log's epoch and the delivery
-//! position of clients without a cursor; every operation is one Lua script,
-//! so it is atomic. A cursor issued by one node is therefore understood by
-//! every node, and a client may poll node A, then node B, and miss nothing.
+//! Each id's events live in a Redis list, beside a hash holding the log's
+//! epoch, its newest sequence number and the delivery position of clients
+//! without a cursor; every operation is one Lua script, so it is atomic. A
+//! cursor issued by one node is therefore understood by every node, and a
+//! client may poll node A, then node B, and miss nothing. Sequence numbers
+//! come from the Redis clock, so that they are not handed out again after
+//! Redis loses acknowledged writes: a cursor from a lost history is answered
+//! with the gap flag, never with a silent skip.
 //!
 //! A node learns of events published elsewhere through one pub/sub channel
 //! per id it holds polls for: a publish wakes only the nodes that wait on
-//! that id. See `docs/scaling.md` for the topology and guarantees.
+//! that id. The link is probed end to end: a heartbeat published on a
+//! channel of the node's own must come back through it within
+//! [`probe_interval`](RedisStoreBuilder::probe_interval), or the node
+//! reconnects, subscribes again and wakes its waiters to read again.
+//!
+//! Every key and the channel of one id carry the hash tag `{id}`, so the
+//! store runs on a Redis Cluster too (`redis-cluster://host:port?node=host:port`),
+//! with sharded pub/sub; `redis-sentinel://host:port?sentinelServiceName=name`
+//! follows a Sentinel-managed primary. See `docs/scaling.md` for the
+//! topologies and their guarantees.
 //!
 //! ```no_run
 //! use tower_longpoll::Hub;
@@ -25,6 +37,7 @@
 //! # }
 //! ```
 
+mod coalesce;
 mod scripts;
 mod watch;
 
@@ -35,13 +48,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{ClientLike, LuaInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, LuaInterface};
 use fred::types::Value;
-use fred::types::config::{Config as FredConfig, ReconnectPolicy};
+use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy, UnresponsiveConfig};
 use tokio::task::JoinHandle;
 
+use self::coalesce::{Coalescer, Role};
 use self::scripts::{Script, Scripts};
-use self::watch::Watches;
+use self::watch::{Mode, Watches};
 use super::{Notifier, ReadFrom, ReadResult, Store, StoreError, StoreFuture, StoreStats};
 use crate::cursor::Cursor;
 use crate::event::{Event, StoredEvent};
@@ -57,6 +71,7 @@ pub struct RedisStore {
 #[derive(Clone, Debug)]
 pub struct RedisStoreBuilder {
     url: String,
+    fred: Option<FredConfig>,
     prefix: String,
     capacity: usize,
     event_ttl: Duration,
@@ -66,6 +81,8 @@ pub struct RedisStoreBuilder {
     max_reconnect_delay: Duration,
     linger: Duration,
     stats_interval: Duration,
+    probe_interval: Duration,
+    idempotency_window: Duration,
 }
 
 struct Inner {
@@ -73,11 +90,15 @@ struct Inner {
     subscriber: SubscriberClient,
     scripts: Scripts,
     config: RedisStoreBuilder,
+    /// `PUBLISH`, or `SPUBLISH` on a cluster.
+    publish: &'static str,
     /// This node's name in wake-up messages, so it skips its own.
     node: String,
     notifier: Arc<OnceLock<Notifier>>,
     watches: Arc<Watches>,
     wakeups_received: Arc<AtomicU64>,
+    coalescer: Arc<Coalescer>,
+    reads_sent: AtomicU64,
     stats: StatsCache,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -91,10 +112,20 @@ struct StatsCache {
 }
 
 impl RedisStore {
-    /// A builder for a store at `url` (`redis://[user:password@]host:port[/db]`).
+    /// A builder for a store at `url`:
+    /// - `redis://[user:password@]host:port[/db]`, one Redis;
+    /// - `redis-cluster://[user:password@]host:port?node=host:port&node=host:port`,
+    ///   a Redis Cluster (any of its nodes; the others are discovered);
+    /// - `redis-sentinel://[user:password@]host:port?sentinelServiceName=name&node=host:port`,
+    ///   the primary that these Sentinels name.
+    ///
+    /// TLS (`rediss://` and the like) is refused with an error when connecting:
+    /// this build has no TLS support for Redis, and it never falls back to
+    /// plaintext.
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
+            fred: None,
             prefix: "longpoll".to_owned(),
             capacity: 64,
             event_ttl: Duration::from_secs(5 * 60),
@@ -104,7 +135,18 @@ impl RedisStore {
             max_reconnect_delay: Duration::from_secs(2),
             linger: Duration::from_secs(5),
             stats_interval: Duration::from_secs(10),
+            probe_interval: Duration::from_secs(2),
+            idempotency_window: Duration::from_secs(5 * 60),
         }
+    }
+
+    /// A builder for a store described by a `fred` client config: a single
+    /// server, a cluster (`ServerConfig::Clustered`) or a Sentinel set. The
+    /// store sets its own timeouts and reconnection policy on it.
+    pub fn builder_from_config(config: FredConfig) -> RedisStoreBuilder {
+        let mut builder = Self::builder(format!("{:?}", config.server));
+        builder.fred = Some(config);
+        builder
     }
 
     /// Connects with the default settings.
@@ -117,15 +159,30 @@ impl RedisStore {
         self.inner.wakeups_received.load(Ordering::Relaxed)
     }
 
+    /// Read scripts this node has sent to Redis: reads of one id from one
+    /// position in flight together are sent once.
+    pub fn reads_sent(&self) -> u64 {
+        self.inner.reads_sent.load(Ordering::Relaxed)
+    }
+
     /// Ids whose wake-up channel this node is subscribed to now.
     pub fn subscribed_ids(&self) -> usize {
         self.inner.watches.subscribed()
+    }
+
+    /// Times this node's subscriber link was replaced: found dead by the
+    /// heartbeat, or reconnected by the client (after a drop, or a command
+    /// left unanswered). Each is followed by subscribing again and waking
+    /// every waiter.
+    pub fn link_resets(&self) -> u64 {
+        self.inner.watches.resets()
     }
 }
 
 impl RedisStoreBuilder {
     /// The prefix of every key and channel (default `longpoll`); nodes that
-    /// share events use the same prefix.
+    /// share events use the same prefix. It must not contain `{` or `}`:
+    /// the id's hash tag follows it.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -184,6 +241,22 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// How often the subscriber link is probed end to end (default 2 s): a
+    /// heartbeat that does not come back through it within this long makes
+    /// the node reconnect it, subscribe again and wake its waiters, so a
+    /// dead link delays cross-node wake-ups by at most about twice this.
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a publish's idempotency key is remembered (default 5
+    /// minutes): a retry with the same key within it gets the first cursor.
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window.max(Duration::from_millis(1));
+        self
+    }
+
     /// Connects, failing at once with a clear error when Redis cannot be
     /// reached. Must be called inside a tokio runtime.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
@@ -191,13 +264,52 @@ impl RedisStoreBuilder {
         let failed = |what: &str, err: fred::error::Error| {
             StoreError::Backend(format!("cannot {what} Redis at {url}: {err}").into())
         };
-        if !self.url.starts_with("redis") {
+        if self.prefix.contains(['{', '}']) {
             return Err(StoreError::Backend(
-                format!("cannot use Redis at {url}: expected a redis:// or rediss:// URL").into(),
+                format!(
+                    "cannot use the key prefix {:?}: it must not contain {{ or }}",
+                    self.prefix
+                )
+                .into(),
             ));
         }
-        let mut config = FredConfig::from_url(&self.url).map_err(|err| failed("use", err))?;
+        let mut config = match &self.fred {
+            Some(config) => config.clone(),
+            None => {
+                let scheme = self.url.split_once("://").map_or("", |(scheme, _)| scheme);
+                if !matches!(
+                    scheme,
+                    "redis"
+                        | "redis-cluster"
+                        | "redis-sentinel"
+                        | "valkey"
+                        | "valkey-cluster"
+                        | "valkey-sentinel"
+                ) {
+                    let hint = if scheme.starts_with("rediss") || scheme.starts_with("valkeys") {
+                        "TLS is not supported by this build, and it never connects in plaintext \
+                         instead"
+                    } else {
+                        "expected a redis://, redis-cluster:// or redis-sentinel:// URL"
+                    };
+                    return Err(StoreError::Backend(
+                        format!("cannot use Redis at {url}: {hint}").into(),
+                    ));
+                }
+                FredConfig::from_url(&self.url).map_err(|err| failed("use", err))?
+            }
+        };
+        if config.uses_tls() {
+            return Err(StoreError::Backend(
+                format!(
+                    "cannot use Redis at {url}: TLS is not supported by this build, and it never \
+                     connects in plaintext instead"
+                )
+                .into(),
+            ));
+        }
         config.fail_fast = true;
+        let clustered = config.server.is_clustered();
         let policy = ReconnectPolicy::new_exponential(
             0,
             50,
@@ -215,6 +327,13 @@ impl RedisStoreBuilder {
                     // An append is not idempotent: never resend one blindly
                     // after a connection drop.
                     connection.max_command_attempts = 1;
+                    // A command unanswered this long means a dead socket
+                    // (a half-open TCP connection sends no FIN).
+                    connection.unresponsive = UnresponsiveConfig {
+                        max_timeout: Some(self.command_timeout.max(self.probe_interval)),
+                        interval: (self.probe_interval / 2).max(Duration::from_millis(5)),
+                    };
+                    connection.tcp.nodelay = Some(true);
                 })
                 .with_performance_config(|performance| {
                     performance.default_command_timeout = self.command_timeout;
@@ -244,25 +363,38 @@ impl RedisStoreBuilder {
         let node = format!("{:016x}", fastrand::u64(..));
         let notifier = Arc::new(OnceLock::new());
         let wakeups_received = Arc::new(AtomicU64::new(0));
-        let (watches, tasks) = Watches::start(
-            subscriber.clone(),
-            format!("{}:wake:", self.prefix),
-            node.clone(),
-            self.linger,
-            Arc::clone(&notifier),
-            Arc::clone(&wakeups_received),
-        );
-        tracing::info!(url = %self.url, prefix = %self.prefix, "connected to Redis");
+        let mode = if clustered {
+            Mode::Sharded
+        } else {
+            Mode::Plain
+        };
+        let coalescer = Arc::new(Coalescer::default());
+        let (watches, tasks) = Watches::start(watch::Setup {
+            subscriber: subscriber.clone(),
+            client: client.clone(),
+            mode,
+            prefix: self.prefix.clone(),
+            node: node.clone(),
+            linger: self.linger,
+            probe_interval: self.probe_interval,
+            notifier: Arc::clone(&notifier),
+            received: Arc::clone(&wakeups_received),
+            coalescer: Arc::clone(&coalescer),
+        });
+        tracing::info!(url = %self.url, prefix = %self.prefix, clustered, "connected to Redis");
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 client,
                 subscriber,
                 scripts: Scripts::new(),
                 config: self,
+                publish: mode.publish_command(),
                 node,
                 notifier,
                 watches,
                 wakeups_received,
+                coalescer,
+                reads_sent: AtomicU64::new(0),
                 stats: StatsCache::default(),
                 tasks,
             }),
@@ -355,29 +487,29 @@ fn parse_u64(value: &Value) -> Option<u64> {
     }
 }
 
+/// An entry of the list: `<seq>,<at>,<len t>,<len s>,<len h>;` then the
+/// content type, status, headers and data (see `scripts.rs`).
 fn parse_entry(epoch: u64, entry: &Value) -> Option<StoredEvent> {
-    let Value::Array(parts) = entry else {
-        return None;
+    let entry = match entry {
+        Value::Bytes(bytes) => bytes.clone(),
+        Value::String(text) => text.inner().clone(),
+        _ => return None,
     };
-    let [id, Value::Array(fields)] = parts.as_slice() else {
+    let semicolon = entry.iter().position(|&b| b == b';')?;
+    let header = std::str::from_utf8(&entry[..semicolon]).ok()?;
+    let mut fields = header.split(',');
+    let seq: u64 = fields.next()?.parse().ok()?;
+    let _at = fields.next()?;
+    let mut lengths = fields.map(|field| field.parse::<usize>().ok());
+    let (t, s, h) = (lengths.next()??, lengths.next()??, lengths.next()??);
+    let mut rest = entry.slice(semicolon + 1..);
+    if rest.len() < t + s + h {
         return None;
-    };
-    let id = std::str::from_utf8(id.as_bytes()?).ok()?;
-    let seq = id.split('-').next()?.parse().ok()?;
-    let (mut data, mut content_type) = (Bytes::new(), Bytes::new());
-    let (mut status, mut headers) = (Bytes::new(), Bytes::new());
-    for pair in fields.chunks(2) {
-        let [name, value] = pair else { continue };
-        let value = Bytes::copy_from_slice(value.as_bytes().unwrap_or_default());
-        match name.as_bytes()? {
-            b"d" => data = value,
-            b"t" => content_type = value,
-            b"s" => status = value,
-            b"h" => headers = value,
-            _ => {}
-        }
     }
-    let mut event = Event::new(data);
+    let content_type = rest.split_to(t);
+    let status = rest.split_to(s);
+    let headers = rest.split_to(h);
+    let mut event = Event::new(rest);
     if !content_type.is_empty() {
         event = event.content_type(http::HeaderValue::from_maybe_shared(content_type).ok()?);
     }
@@ -394,11 +526,18 @@ fn parse_entry(epoch: u64, entry: &Value) -> Option<StoredEvent> {
 }
 
 impl Inner {
-    fn keys(&self, id: &str) -> Vec<String> {
-        vec![
-            format!("{}:log:{id}", self.config.prefix),
-            format!("{}:meta:{id}", self.config.prefix),
-        ]
+    /// The id's list, meta hash and idempotency key (for `key`), all in the
+    /// id's hash slot.
+    fn keys(&self, id: &str, key: Option<&str>) -> Vec<String> {
+        let prefix = &self.config.prefix;
+        let mut keys = vec![
+            format!("{prefix}:{{{id}}}:l"),
+            format!("{prefix}:{{{id}}}:m"),
+        ];
+        if let Some(key) = key {
+            keys.push(format!("{prefix}:{{{id}}}:i:{key}"));
+        }
+        keys
     }
 
     fn refresh_stats_if_stale(self: &Arc<Self>) {
@@ -434,6 +573,7 @@ impl Inner {
         });
     }
 
+    /// Counts on every primary: `SCAN` sees the keys of one node only.
     async fn count(&self) -> Result<(usize, usize), StoreError> {
         // The prefix is the user's: its glob characters must match themselves.
         let mut pattern = String::with_capacity(self.config.prefix.len() + 8);
@@ -443,53 +583,135 @@ impl Inner {
             }
             pattern.push(c);
         }
-        pattern.push_str(":meta:*");
-        let meta_prefix = format!("{}:meta:", self.config.prefix);
-        let log_prefix = format!("{}:log:", self.config.prefix);
-        let (mut cursor, mut ids, mut events) = ("0".to_owned(), 0, 0);
-        loop {
-            let reply = run(
-                &self.client,
-                &self.scripts.count,
-                Vec::new(),
-                vec![
-                    cursor.as_str().into(),
-                    pattern.as_str().into(),
-                    1000.into(),
-                    meta_prefix.as_str().into(),
-                    log_prefix.as_str().into(),
-                ],
-            )
-            .await?;
-            let Value::Array(parts) = reply else {
-                return Err(malformed("count"));
-            };
-            let [next, seen, kept] = parts.as_slice() else {
-                return Err(malformed("count"));
-            };
-            ids += parse_u64(seen).unwrap_or(0) as usize;
-            events += parse_u64(kept).unwrap_or(0) as usize;
-            cursor = std::str::from_utf8(next.as_bytes().unwrap_or(b"0"))
-                .unwrap_or("0")
-                .to_owned();
-            if cursor == "0" {
-                return Ok((ids, events));
+        pattern.push_str(":{*}:m");
+        if self.client.is_clustered() {
+            // The cached topology may predate a failover or a replica
+            // joining: a replica counted as a primary counts its keys twice.
+            self.client.sync_cluster().await.map_err(backend)?;
+        }
+        let nodes = match self.client.cached_cluster_state() {
+            Some(state) if self.client.is_clustered() => {
+                state.unique_primary_nodes().into_iter().map(Some).collect()
+            }
+            _ => vec![None],
+        };
+        let (mut ids, mut events) = (0, 0);
+        for node in nodes {
+            let client = self.client.with_options(&Options {
+                cluster_node: node,
+                ..Options::default()
+            });
+            let mut cursor = "0".to_owned();
+            loop {
+                let args: Vec<Value> =
+                    vec![cursor.as_str().into(), pattern.as_str().into(), 1000.into()];
+                let script = &self.scripts.count;
+                let reply = match client
+                    .evalsha::<Value, _, _, _>(
+                        script.sha1.as_str(),
+                        Vec::<String>::new(),
+                        args.clone(),
+                    )
+                    .await
+                {
+                    Err(err) if err.details().contains("NOSCRIPT") => client
+                        .eval::<Value, _, _, _>(script.source.as_str(), Vec::<String>::new(), args)
+                        .await
+                        .map_err(backend)?,
+                    other => other.map_err(backend)?,
+                };
+                let Value::Array(parts) = reply else {
+                    return Err(malformed("count"));
+                };
+                let [next, seen, kept] = parts.as_slice() else {
+                    return Err(malformed("count"));
+                };
+                ids += parse_u64(seen).unwrap_or(0) as usize;
+                events += parse_u64(kept).unwrap_or(0) as usize;
+                cursor = std::str::from_utf8(next.as_bytes().unwrap_or(b"0"))
+                    .unwrap_or("0")
+                    .to_owned();
+                if cursor == "0" {
+                    break;
+                }
             }
         }
+        Ok((ids, events))
     }
-}
 
-impl Store for RedisStore {
-    fn append(&self, id: &str, event: Event) -> StoreFuture<Result<Cursor, StoreError>> {
-        let inner = Arc::clone(&self.inner);
-        let keys = inner.keys(id);
-        let channel = format!("{}:wake:{id}", inner.config.prefix);
+    /// Runs the read script: one Redis round trip.
+    async fn read_script(
+        &self,
+        keys: Vec<String>,
+        from: ReadFrom,
+        max_events: usize,
+    ) -> Result<ReadResult, StoreError> {
+        self.reads_sent.fetch_add(1, Ordering::Relaxed);
+        let config = &self.config;
+        let (mode, cursor_epoch, cursor_seq) = match from {
+            ReadFrom::Cursor(cursor) => ("c", cursor.epoch().to_string(), cursor.seq().to_string()),
+            ReadFrom::Delivered => ("d", String::new(), "0".to_owned()),
+            ReadFrom::Start => ("s", String::new(), "0".to_owned()),
+        };
+        let args: Vec<Value> = vec![
+            mode.into(),
+            cursor_epoch.into(),
+            cursor_seq.into(),
+            (max_events.max(1) as i64).into(),
+            millis(config.event_ttl).into(),
+            millis(config.id_idle_ttl).into(),
+            fastrand::u64(..).to_string().into(),
+        ];
+        let reply = run(&self.client, &self.scripts.read, keys, args).await?;
+        let Value::Array(parts) = reply else {
+            return Err(malformed("read"));
+        };
+        let [epoch, position, gap, entries] = parts.as_slice() else {
+            return Err(malformed("read"));
+        };
+        let epoch = parse_u64(epoch).ok_or_else(|| malformed("epoch"))?;
+        let position = match from {
+            ReadFrom::Cursor(cursor) => cursor,
+            ReadFrom::Delivered | ReadFrom::Start => Cursor::new(
+                epoch,
+                parse_u64(position).ok_or_else(|| malformed("position"))?,
+            ),
+        };
+        let gap = parse_u64(gap) == Some(1);
+        let events = match entries {
+            Value::Array(entries) => entries
+                .iter()
+                .map(|entry| parse_entry(epoch, entry).ok_or_else(|| malformed("event")))
+                .collect::<Result<Vec<_>, _>>()?,
+            Value::Null => Vec::new(),
+            _ => return Err(malformed("events")),
+        };
+        Ok(ReadResult::with_events(position, events).gap(gap))
+    }
+
+    fn append(
+        self: Arc<Self>,
+        id: &str,
+        event: Event,
+        idempotency_key: Option<&str>,
+    ) -> StoreFuture<Result<(Cursor, bool), StoreError>> {
+        // Without a key, the third key is the (unused) idempotency key of an
+        // empty name: a script's keys must all be in the id's slot.
+        let keys = self.keys(id, Some(idempotency_key.unwrap_or("")));
+        let keyed = idempotency_key.is_some();
+        let channel = format!("{}:{{{id}}}:w", self.config.prefix);
+        let id = id.to_owned();
         StoreFuture::new(async move {
-            let config = &inner.config;
+            let config = &self.config;
             let content_type = event
                 .content_type_value()
                 .map(|value| Bytes::copy_from_slice(value.as_bytes()))
                 .unwrap_or_default();
+            let window = if keyed {
+                millis(config.idempotency_window)
+            } else {
+                0
+            };
             let args: Vec<Value> = vec![
                 Value::Bytes(event.data().clone()),
                 Value::Bytes(content_type),
@@ -498,26 +720,50 @@ impl Store for RedisStore {
                 millis(config.id_idle_ttl).into(),
                 fastrand::u64(..).to_string().into(),
                 channel.into(),
-                inner.node.as_str().into(),
+                self.node.as_str().into(),
                 event
                     .status_value()
                     .map(|status| status.as_str().to_owned())
                     .unwrap_or_default()
                     .into(),
                 Value::Bytes(encode_headers(event.headers_value())),
+                self.publish.into(),
+                window.into(),
             ];
-            let reply = run(&inner.client, &inner.scripts.append, keys, args).await?;
+            let reply = run(&self.client, &self.scripts.append, keys, args).await?;
+            // The hub wakes this node's waiters of the id next: reads in
+            // flight may predate the event.
+            self.coalescer.woken(&id);
             let Value::Array(parts) = reply else {
                 return Err(malformed("append"));
             };
             match parts.as_slice() {
-                [epoch, seq] => Ok(Cursor::new(
-                    parse_u64(epoch).ok_or_else(|| malformed("epoch"))?,
-                    parse_u64(seq).ok_or_else(|| malformed("sequence"))?,
+                [epoch, seq, fresh] => Ok((
+                    Cursor::new(
+                        parse_u64(epoch).ok_or_else(|| malformed("epoch"))?,
+                        parse_u64(seq).ok_or_else(|| malformed("sequence"))?,
+                    ),
+                    parse_u64(fresh) == Some(1),
                 )),
                 _ => Err(malformed("append")),
             }
         })
+    }
+}
+
+impl Store for RedisStore {
+    fn append(&self, id: &str, event: Event) -> StoreFuture<Result<Cursor, StoreError>> {
+        let append = Arc::clone(&self.inner).append(id, event, None);
+        StoreFuture::new(async move { append.await.map(|(cursor, _)| cursor) })
+    }
+
+    fn append_once(
+        &self,
+        id: &str,
+        key: &str,
+        event: Event,
+    ) -> StoreFuture<Result<(Cursor, bool), StoreError>> {
+        Arc::clone(&self.inner).append(id, event, Some(key))
     }
 
     fn read(
@@ -527,56 +773,30 @@ impl Store for RedisStore {
         max_events: usize,
     ) -> StoreFuture<Result<ReadResult, StoreError>> {
         let inner = Arc::clone(&self.inner);
-        let keys = inner.keys(id);
+        let keys = inner.keys(id, None);
+        let role = inner.coalescer.begin(id, from, max_events);
         StoreFuture::new(async move {
-            let config = &inner.config;
-            let (mode, cursor_epoch, cursor_seq) = match from {
-                ReadFrom::Cursor(cursor) => {
-                    ("c", cursor.epoch().to_string(), cursor.seq().to_string())
+            match role {
+                Role::Lead(lead) => {
+                    let result = inner.read_script(keys, from, max_events).await;
+                    lead.finish(&result);
+                    result
                 }
-                ReadFrom::Delivered => ("d", String::new(), "0".to_owned()),
-                ReadFrom::Start => ("s", String::new(), "0".to_owned()),
-            };
-            let args: Vec<Value> = vec![
-                mode.into(),
-                cursor_epoch.into(),
-                cursor_seq.into(),
-                (max_events.max(1) as i64).into(),
-                millis(config.event_ttl).into(),
-                millis(config.id_idle_ttl).into(),
-                fastrand::u64(..).to_string().into(),
-            ];
-            let reply = run(&inner.client, &inner.scripts.read, keys, args).await?;
-            let Value::Array(parts) = reply else {
-                return Err(malformed("read"));
-            };
-            let [epoch, position, gap, entries] = parts.as_slice() else {
-                return Err(malformed("read"));
-            };
-            let epoch = parse_u64(epoch).ok_or_else(|| malformed("epoch"))?;
-            let position = match from {
-                ReadFrom::Cursor(cursor) => cursor,
-                ReadFrom::Delivered | ReadFrom::Start => Cursor::new(
-                    epoch,
-                    parse_u64(position).ok_or_else(|| malformed("position"))?,
-                ),
-            };
-            let gap = parse_u64(gap) == Some(1);
-            let events = match entries {
-                Value::Array(entries) => entries
-                    .iter()
-                    .map(|entry| parse_entry(epoch, entry).ok_or_else(|| malformed("event")))
-                    .collect::<Result<Vec<_>, _>>()?,
-                Value::Null => Vec::new(),
-                _ => return Err(malformed("events")),
-            };
-            Ok(ReadResult::with_events(position, events).gap(gap))
+                Role::Join(shared) => match coalesce::joined(shared).await {
+                    Some(result) => result,
+                    // The read it joined was dropped: read on its own.
+                    None => inner.read_script(keys, from, max_events).await,
+                },
+            }
         })
     }
 
     fn commit(&self, id: &str, cursor: Cursor) -> StoreFuture<Result<(), StoreError>> {
         let inner = Arc::clone(&self.inner);
-        let keys = inner.keys(id);
+        let keys = inner.keys(id, None);
+        // A read of the delivery position that starts after this commit
+        // must not be served by one that started before it.
+        inner.coalescer.woken(id);
         StoreFuture::new(async move {
             let args: Vec<Value> = vec![
                 cursor.epoch().to_string().into(),

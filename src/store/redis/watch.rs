@@ -1,5 +1,5 @@
 //! Cross-node wake-ups: one pub/sub subscription per id this node holds
-//! polls for.
+//! polls for, and a heartbeat that proves the subscriber link alive.
 //!
 //! A publish to an id wakes only the nodes subscribed to that id's channel,
 //! so an id nobody polls costs no node anything. Subscriptions linger a few
@@ -8,17 +8,49 @@
 //! event. Every SUBSCRIBE and UNSUBSCRIBE goes through one task, in the order
 //! the refcounts changed, so an UNSUBSCRIBE can never overtake the SUBSCRIBE
 //! of a waiter that came back.
+//!
+//! On a Redis Cluster the channels are sharded (`SSUBSCRIBE`/`SPUBLISH`):
+//! each lives in its id's slot and is served by the shard that owns it, so
+//! a publish does not cross the cluster bus to every node.
+//!
+//! A socket can die without a FIN (a NAT or a load balancer forgetting the
+//! flow, a peer that froze): the subscriber then hears nothing, and nothing
+//! tells it so. Every probe interval the node publishes a heartbeat on a
+//! channel of its own (one per primary on a cluster) and expects it back
+//! through the subscriber link; when it does not come, or Redis says nobody
+//! listens, the link is reconnected, every channel subscribed again (retried
+//! until it works) and every waiter woken to read its log again.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use fred::clients::SubscriberClient;
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface};
+use fred::types::Value;
+use fred::types::config::Options;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::coalesce::Coalescer;
 use crate::store::{Notifier, StoreError, StoreFuture};
+
+/// Plain pub/sub on one Redis, sharded pub/sub on a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    Plain,
+    Sharded,
+}
+
+impl Mode {
+    pub(super) fn publish_command(self) -> &'static str {
+        match self {
+            Mode::Plain => "PUBLISH",
+            Mode::Sharded => "SPUBLISH",
+        }
+    }
+}
 
 /// The state of one id's subscription on this node.
 struct Entry {
@@ -37,45 +69,74 @@ enum Op {
 pub(super) struct Watches {
     entries: Mutex<HashMap<Arc<str>, Entry>>,
     ops: mpsc::UnboundedSender<Op>,
-    channel_prefix: String,
+    prefix: String,
     linger: Duration,
+    /// The heartbeat channels this node listens on.
+    heartbeats: Mutex<Vec<String>>,
+    resets: AtomicU64,
+}
+
+/// What [`Watches::start`] needs.
+pub(super) struct Setup {
+    pub(super) subscriber: SubscriberClient,
+    pub(super) client: Client,
+    pub(super) mode: Mode,
+    pub(super) prefix: String,
+    pub(super) node: String,
+    pub(super) linger: Duration,
+    pub(super) probe_interval: Duration,
+    pub(super) notifier: Arc<OnceLock<Notifier>>,
+    pub(super) received: Arc<AtomicU64>,
+    pub(super) coalescer: Arc<Coalescer>,
 }
 
 impl Watches {
-    /// Starts the subscription task, the linger sweep, the message listener
-    /// and the reconnect handler.
-    pub(super) fn start(
-        subscriber: SubscriberClient,
-        channel_prefix: String,
-        node: String,
-        linger: Duration,
-        notifier: Arc<OnceLock<Notifier>>,
-        received: Arc<std::sync::atomic::AtomicU64>,
-    ) -> (Arc<Watches>, Vec<JoinHandle<()>>) {
+    /// Starts the subscription task, the linger sweep, the message listener,
+    /// the reconnect handler and the heartbeat.
+    pub(super) fn start(setup: Setup) -> (Arc<Watches>, Vec<JoinHandle<()>>) {
         let (ops, queue) = mpsc::unbounded_channel();
         let watches = Arc::new(Watches {
             entries: Mutex::default(),
             ops,
-            channel_prefix: channel_prefix.clone(),
-            linger,
+            prefix: setup.prefix.clone(),
+            linger: setup.linger,
+            heartbeats: Mutex::default(),
+            resets: AtomicU64::new(0),
         });
+        let (beats, beats_seen) = watch::channel(0);
+        let link = Link {
+            subscriber: setup.subscriber.clone(),
+            watches: Arc::downgrade(&watches),
+            notifier: Arc::clone(&setup.notifier),
+            coalescer: Arc::clone(&setup.coalescer),
+        };
         let tasks = vec![
-            tokio::spawn(run_ops(subscriber.clone(), queue)),
+            tokio::spawn(run_ops(setup.subscriber.clone(), setup.mode, queue)),
             tokio::spawn(sweep(Arc::downgrade(&watches))),
             tokio::spawn(listen(
-                subscriber.clone(),
-                channel_prefix,
-                node,
-                Arc::clone(&notifier),
-                received,
+                setup.subscriber.clone(),
+                setup.prefix.clone(),
+                setup.node.clone(),
+                Arc::clone(&setup.notifier),
+                setup.received,
+                beats,
+                setup.coalescer,
             )),
-            tokio::spawn(on_reconnect(subscriber, Arc::downgrade(&watches), notifier)),
+            tokio::spawn(on_reconnect(link.clone())),
+            tokio::spawn(heartbeat(
+                link,
+                setup.client,
+                setup.mode,
+                format!("{}:hb:{}", setup.prefix, setup.node),
+                setup.probe_interval,
+                beats_seen,
+            )),
         ];
         (watches, tasks)
     }
 
     fn channel(&self, id: &str) -> String {
-        format!("{}{id}", self.channel_prefix)
+        format!("{}:{{{id}}}:w", self.prefix)
     }
 
     pub(super) fn watch(&self, id: &str) -> StoreFuture<Result<(), StoreError>> {
@@ -132,6 +193,11 @@ impl Watches {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Times the link was found dead and reconnected.
+    pub(super) fn resets(&self) -> u64 {
+        self.resets.load(Ordering::Relaxed)
+    }
+
     fn unsubscribe_lingering(&self) {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -147,27 +213,49 @@ impl Watches {
         });
     }
 
-    /// Subscribes again to every id this node holds, then returns once done.
-    async fn resubscribe_all(&self) {
+    /// Subscribes again to every id this node holds and to its heartbeat
+    /// channels; returns whether every subscription worked.
+    async fn resubscribe_all(&self) -> bool {
+        let mut results = Vec::new();
         {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             for (id, entry) in entries.iter_mut() {
                 let (tx, rx) = watch::channel(None);
-                entry.subscribed = rx;
-                let _ = self
-                    .ops
-                    .send(Op::Subscribe(format!("{}{id}", self.channel_prefix), tx));
+                entry.subscribed = rx.clone();
+                results.push(rx);
+                let _ = self.ops.send(Op::Subscribe(self.channel(id), tx));
+            }
+            for channel in self
+                .heartbeats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                let (tx, rx) = watch::channel(None);
+                results.push(rx);
+                let _ = self.ops.send(Op::Subscribe(channel.clone(), tx));
             }
         }
         let (done, wait) = oneshot::channel();
         let _ = self.ops.send(Op::Barrier(done));
         let _ = wait.await;
+        results.iter().all(|result| *result.borrow() == Some(true))
+    }
+
+    async fn subscribe_one(&self, channel: String) -> bool {
+        let (tx, mut rx) = watch::channel(None);
+        let _ = self.ops.send(Op::Subscribe(channel, tx));
+        matches!(
+            rx.wait_for(Option::is_some).await.map(|r| *r),
+            Ok(Some(true))
+        )
     }
 }
 
 /// Runs subscription changes one batch at a time, in order; consecutive
-/// operations of one kind go to Redis as one command.
-async fn run_ops(subscriber: SubscriberClient, mut queue: mpsc::UnboundedReceiver<Op>) {
+/// operations of one kind go to Redis as one command (one per slot on a
+/// cluster).
+async fn run_ops(subscriber: SubscriberClient, mode: Mode, mut queue: mpsc::UnboundedReceiver<Op>) {
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, 1024).await > 0 {
         let mut ops = batch.drain(..).peekable();
@@ -182,7 +270,7 @@ async fn run_ops(subscriber: SubscriberClient, mut queue: mpsc::UnboundedReceive
                             senders.push(done);
                         }
                     }
-                    let ok = match subscribe_in_force(&subscriber, channels).await {
+                    let ok = match subscribe_in_force(&subscriber, mode, channels).await {
                         Ok(()) => true,
                         Err(err) => {
                             tracing::warn!(error = %err, "subscribing to wake-up channels failed");
@@ -200,7 +288,17 @@ async fn run_ops(subscriber: SubscriberClient, mut queue: mpsc::UnboundedReceive
                             channels.push(channel);
                         }
                     }
-                    if let Err(err) = subscriber.unsubscribe(channels).await {
+                    let result = match mode {
+                        Mode::Plain => subscriber.unsubscribe(channels).await,
+                        Mode::Sharded => {
+                            let mut result = Ok(());
+                            for (_, group) in by_slot(channels) {
+                                result = result.and(subscriber.sunsubscribe(group).await);
+                            }
+                            result
+                        }
+                    };
+                    if let Err(err) = result {
                         tracing::debug!(error = %err, "unsubscribing from wake-up channels failed");
                     }
                 }
@@ -212,6 +310,17 @@ async fn run_ops(subscriber: SubscriberClient, mut queue: mpsc::UnboundedReceive
     }
 }
 
+fn by_slot(channels: Vec<String>) -> HashMap<u16, Vec<String>> {
+    let mut groups: HashMap<u16, Vec<String>> = HashMap::new();
+    for channel in channels {
+        groups
+            .entry(fred::util::redis_keyslot(channel.as_bytes()))
+            .or_default()
+            .push(channel);
+    }
+    groups
+}
+
 /// Subscribes, and returns only once Redis has run the SUBSCRIBE.
 ///
 /// fred finishes `subscribe` before Redis has run the command (it drops
@@ -220,17 +329,42 @@ async fn run_ops(subscriber: SubscriberClient, mut queue: mpsc::UnboundedReceive
 /// watch is done, so a publish landing between that read and the SUBSCRIBE
 /// would wake nobody. Redis answers one connection's commands in order, so
 /// the reply to a PING sent behind the SUBSCRIBE means the subscription is
-/// in force.
+/// in force. On a cluster that PING must go to the node that owns the
+/// channel's slot: fred sends a plain PING to any node.
 async fn subscribe_in_force(
     subscriber: &SubscriberClient,
+    mode: Mode,
     channels: Vec<String>,
 ) -> Result<(), fred::error::Error> {
-    subscriber.subscribe(channels).await?;
-    let _: fred::types::Value = subscriber.ping(None).await?;
+    match mode {
+        Mode::Plain => {
+            subscriber.subscribe(channels).await?;
+            let _: Value = subscriber.ping(None).await?;
+        }
+        Mode::Sharded => {
+            let mut servers = Vec::new();
+            for (slot, group) in by_slot(channels) {
+                subscriber.ssubscribe(group).await?;
+                let server = subscriber
+                    .cached_cluster_state()
+                    .and_then(|state| state.get_server(slot).cloned());
+                if !servers.contains(&server) {
+                    servers.push(server);
+                }
+            }
+            for server in servers {
+                let node = subscriber.with_options(&Options {
+                    cluster_node: server,
+                    ..Options::default()
+                });
+                let _: Value = node.ping(None).await?;
+            }
+        }
+    }
     Ok(())
 }
 
-async fn sweep(watches: std::sync::Weak<Watches>) {
+async fn sweep(watches: Weak<Watches>) {
     let period = match watches.upgrade() {
         Some(watches) => (watches.linger / 2).max(Duration::from_millis(50)),
         None => return,
@@ -248,29 +382,53 @@ async fn sweep(watches: std::sync::Weak<Watches>) {
 
 async fn listen(
     subscriber: SubscriberClient,
-    channel_prefix: String,
+    prefix: String,
     node: String,
     notifier: Arc<OnceLock<Notifier>>,
-    received: Arc<std::sync::atomic::AtomicU64>,
+    received: Arc<AtomicU64>,
+    beats: watch::Sender<u64>,
+    coalescer: Arc<Coalescer>,
 ) {
+    let id_prefix = format!("{prefix}:{{");
+    let heartbeat_prefix = format!("{prefix}:hb:{{{node}");
     let mut messages = subscriber.message_rx();
     loop {
         match messages.recv().await {
             Ok(message) => {
-                received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if message.channel.starts_with(heartbeat_prefix.as_str()) {
+                    if let Some(beat) = message
+                        .value
+                        .as_bytes()
+                        .and_then(|token| std::str::from_utf8(token).ok()?.parse::<u64>().ok())
+                    {
+                        beats.send_if_modified(|seen| {
+                            let newer = beat > *seen;
+                            *seen = (*seen).max(beat);
+                            newer
+                        });
+                    }
+                    continue;
+                }
+                received.fetch_add(1, Ordering::Relaxed);
                 // This node woke its own waiters when it published.
                 if message.value.as_bytes() == Some(node.as_bytes()) {
                     continue;
                 }
-                let Some(id) = message.channel.strip_prefix(channel_prefix.as_str()) else {
+                let Some(id) = message
+                    .channel
+                    .strip_prefix(id_prefix.as_str())
+                    .and_then(|rest| rest.strip_suffix("}:w"))
+                else {
                     continue;
                 };
+                coalescer.woken(id);
                 if let Some(notifier) = notifier.get() {
                     notifier.notify(id);
                 }
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "wake-up messages were dropped; waking every waiter");
+                coalescer.all_woken();
                 if let Some(notifier) = notifier.get() {
                     notifier.notify_all();
                 }
@@ -280,22 +438,165 @@ async fn listen(
     }
 }
 
-/// After a reconnect the node may have missed wake-ups: subscribe again,
-/// then let every waiter read its log again.
-async fn on_reconnect(
+/// What the reconnect handler and the heartbeat share.
+#[derive(Clone)]
+struct Link {
     subscriber: SubscriberClient,
-    watches: std::sync::Weak<Watches>,
+    watches: Weak<Watches>,
     notifier: Arc<OnceLock<Notifier>>,
-) {
-    let mut reconnects = subscriber.reconnect_rx();
-    while reconnects.recv().await.is_ok() {
-        let Some(watches) = watches.upgrade() else {
-            return;
-        };
-        tracing::info!("reconnected to Redis; subscribing again and waking every waiter");
-        watches.resubscribe_all().await;
-        if let Some(notifier) = notifier.get() {
+    coalescer: Arc<Coalescer>,
+}
+
+impl Link {
+    /// After a reconnect the node may have missed wake-ups: subscribe again
+    /// (until it works), then let every waiter read its log again.
+    async fn recover(&self) -> Option<()> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let watches = self.watches.upgrade()?;
+            if watches.resubscribe_all().await {
+                break;
+            }
+            drop(watches);
+            tracing::warn!(?pause, "subscribing again failed; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+        self.coalescer.all_woken();
+        if let Some(notifier) = self.notifier.get() {
             notifier.notify_all();
+        }
+        Some(())
+    }
+
+    /// The link is dead or lost its subscriptions: reconnect and recover.
+    async fn reset(&self, why: &str, timeout: Duration) -> Option<()> {
+        let watches = self.watches.upgrade()?;
+        watches.resets.fetch_add(1, Ordering::Relaxed);
+        drop(watches);
+        tracing::warn!(
+            why,
+            "the Redis subscriber link failed its probe; reconnecting it"
+        );
+        match tokio::time::timeout(timeout, self.subscriber.force_reconnection()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "reconnecting the subscriber failed"),
+            Err(_) => tracing::warn!("reconnecting the subscriber timed out"),
+        }
+        self.recover().await
+    }
+}
+
+async fn on_reconnect(link: Link) {
+    let mut reconnects = link.subscriber.reconnect_rx();
+    loop {
+        match reconnects.recv().await {
+            // Missed reconnect notices are still reconnects.
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+        if let Some(watches) = link.watches.upgrade() {
+            watches.resets.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!("reconnected to Redis; subscribing again and waking every waiter");
+        if link.recover().await.is_none() {
+            return;
+        }
+    }
+}
+
+/// The node's heartbeat channels: one, or on a cluster one in a slot of each
+/// primary, since each primary has its own subscriber connection.
+fn heartbeat_channels(client: &Client, mode: Mode, base: &str) -> Vec<String> {
+    let primaries = match (mode, client.cached_cluster_state()) {
+        (Mode::Sharded, Some(state)) => state.unique_primary_nodes(),
+        _ => return vec![format!("{base}}}")],
+    };
+    let state = client.cached_cluster_state();
+    let mut channels = Vec::with_capacity(primaries.len());
+    let mut covered = Vec::with_capacity(primaries.len());
+    for n in 0..10_000 {
+        if covered.len() == primaries.len() {
+            break;
+        }
+        let channel = format!("{base}-{n}}}");
+        let slot = fred::util::redis_keyslot(channel.as_bytes());
+        let owner = state
+            .as_ref()
+            .and_then(|state| state.get_server(slot).cloned());
+        if let Some(owner) = owner {
+            if !covered.contains(&owner) {
+                covered.push(owner);
+                channels.push(channel);
+            }
+        }
+    }
+    channels
+}
+
+async fn heartbeat(
+    link: Link,
+    client: Client,
+    mode: Mode,
+    channel_base: String,
+    interval: Duration,
+    mut beats_seen: watch::Receiver<u64>,
+) {
+    // `{` opens the hash tag, so that each channel has a slot of its own.
+    let base = channel_base.replacen(":hb:", ":hb:{", 1);
+    let mut token = 0u64;
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let channels = heartbeat_channels(&client, mode, &base);
+        let changed = {
+            let Some(watches) = link.watches.upgrade() else {
+                return;
+            };
+            let mut known = watches.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh: Vec<_> = channels
+                .iter()
+                .filter(|channel| !known.contains(channel))
+                .cloned()
+                .collect();
+            *known = channels.clone();
+            fresh
+        };
+        for channel in changed {
+            let Some(watches) = link.watches.upgrade() else {
+                return;
+            };
+            watches.subscribe_one(channel).await;
+        }
+        for channel in &channels {
+            token += 1;
+            let published: Result<i64, _> = match mode {
+                Mode::Plain => client.publish(channel.as_str(), token.to_string()).await,
+                Mode::Sharded => client.spublish(channel.as_str(), token.to_string()).await,
+            };
+            let failure = match published {
+                // Redis is unreachable from the publishing side too; the
+                // clients reconnect by themselves and recover then.
+                Err(_) => None,
+                Ok(0) => Some("Redis reports nobody subscribed to the heartbeat"),
+                Ok(_) => {
+                    let back =
+                        tokio::time::timeout(interval, beats_seen.wait_for(|seen| *seen >= token))
+                            .await;
+                    match back {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(_)) => return,
+                        Err(_) => Some("the heartbeat did not come back within the probe interval"),
+                    }
+                }
+            };
+            if let Some(why) = failure {
+                if link.reset(why, interval).await.is_none() {
+                    return;
+                }
+                break;
+            }
         }
     }
 }
