@@ -245,8 +245,40 @@ mod hook {
         assert_eq!(reply.text(), "index");
     }
 
+    /// Log lines, as the server writes them.
+    #[derive(Clone, Default)]
+    struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl tracing_subscriber::fmt::MakeWriter<'_> for Logs {
+        type Writer = Logs;
+
+        fn make_writer(&self) -> Logs {
+            self.clone()
+        }
+    }
+
     #[tokio::test]
     async fn a_missing_identity_extension_is_the_servers_fault() {
+        // The test's runtime has one thread: the server's tasks log here.
+        let logs = Logs::default();
+        let _logging = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(logs.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::ERROR)
+                .finish(),
+        );
         let hub = Hub::new();
         let layer = LongPollLayer::builder(hub.clone())
             .route("/events")
@@ -269,6 +301,11 @@ mod hook {
             reply.text()
         );
         assert_eq!(hub.stats().delivered, 0);
+        let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains("ERROR") && logged.contains("User"),
+            "an error naming the extension is logged: {logged}"
+        );
 
         // Stacked right, the same request gets the event.
         let layer = LongPollLayer::builder(hub.clone())
