@@ -83,10 +83,12 @@ async fn a_client_that_never_reads_its_response_is_let_go() {
         .unwrap();
     // Other clients are served while that write is blocked.
     others_are_served(demo.addr, "during-stall").await;
-    // The server gives up on the blocked write after --write-timeout (1 s).
-    // Nothing signals that from outside, so the test lets that deadline
-    // pass; then what the client can still read ends well short of 8 MiB.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The server gives up on the blocked write after --write-timeout (1 s)
+    // without a byte read: its counter says so. Reading before then would
+    // unblock the write, so the test waits for the counter, not a clock (on
+    // a loaded machine the server may start writing late). What the client
+    // can still read afterwards ends well short of 8 MiB.
+    eventually_metric(demo.addr, "demo_stalled_writes_total", 1).await;
     let read = read_to_close(&mut stuck).await;
     assert!(read.len() < 8 * 1024 * 1024, "read {} bytes", read.len());
     assert!(String::from_utf8_lossy(&read[..12]).starts_with("HTTP/1.1 200"));

@@ -3,6 +3,7 @@
 //! tests include this file to serve the very same app in-process.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -324,6 +325,11 @@ fn text(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
+/// Connections the server closed because a client stopped reading its
+/// response for longer than `--write-timeout`: the sign, seen from outside,
+/// that the write guard works.
+pub(crate) static STALLED_WRITES: AtomicU64 = AtomicU64::new(0);
+
 /// Prometheus text exposition of the hub's stats.
 async fn metrics(State(demo): State<Demo>) -> impl IntoResponse {
     let stats = demo.hub.stats();
@@ -392,6 +398,12 @@ async fn metrics(State(demo): State<Demo>) -> impl IntoResponse {
         "counter",
         "Polls answered 503 during shutdown.",
         stats.shed,
+    );
+    metric(
+        "demo_stalled_writes_total",
+        "counter",
+        "Connections closed because a response write stayed blocked past --write-timeout.",
+        STALLED_WRITES.load(Ordering::Relaxed),
     );
     (
         [(

@@ -34,6 +34,7 @@ pub(crate) static MALLOC_CONF: &u8 =
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -367,8 +368,28 @@ where
         Err(_) => return,
     };
     if let Err(err) = result {
+        if write_stalled(&err) {
+            app::STALLED_WRITES.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::debug!(error = %err, "connection ended with an error");
     }
+}
+
+/// Whether a connection ended because the write guard gave up: the
+/// `TimeoutStream` reports a blocked write as an I/O error of kind
+/// `TimedOut`, somewhere in hyper's error chain.
+fn write_stalled(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Whether the client opened with the HTTP/2 preface, peeked, not read.
