@@ -240,3 +240,20 @@ async fn two_gateways_on_one_redis_reach_each_others_sockets() {
     assert_eq!(next_text(&mut on_a).await, "to all");
     assert_eq!(next_text(&mut on_b).await, "to all");
 }
+
+#[tokio::test]
+async fn shutdown_closes_sockets_with_1001() {
+    let backend = ws_backend().await;
+    let mut args = gateway_args();
+    args.push("--over-http");
+    let gateway = Gateway::start(&backend.url, &args).await;
+    let mut client = connect(&gateway, "/chat").await;
+    client.send(Message::text("hi")).await.unwrap();
+    next_text(&mut client).await;
+    gateway.send_term();
+    match next(&mut client).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    assert_eq!(gateway.exit().await.code(), Some(0));
+}
