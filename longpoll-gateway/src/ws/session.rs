@@ -139,7 +139,14 @@ pub async fn run(
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
+                Some(Err(err)) => {
+                    tracing::debug!(error = %err, "WebSocket client connection failed");
+                    client_done = true;
+                    if !client_closed && !socket.detached {
+                        pending.push(Event::new(Kind::Disconnect, Bytes::new()));
+                    }
+                }
+                None => {
                     client_done = true;
                     if !client_closed && !socket.detached {
                         pending.push(Event::new(Kind::Disconnect, Bytes::new()));
