@@ -4,7 +4,8 @@
 //! the client a tokio-tungstenite one: echo with `Meta-*` kept from
 //! `Set-Meta-*`, `c:` subscribe and `ws-message` publishes (from the backend
 //! through `GripPubControl` and from the publish API), close codes both
-//! ways, and the same through a routes file's `over_http` target.
+//! ways, and the same through a routes file's `over_http` target; a Django
+//! view with django-grip's `request.wscontext` too.
 
 mod support;
 
@@ -256,4 +257,26 @@ async fn shutdown_closes_sockets_with_1001() {
         other => panic!("expected a close, got {other:?}"),
     }
     assert_eq!(gateway.exit().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_django_grip_view_speaks_websocket_over_http() {
+    let (_app, gateway) = Backend::django_behind_a_gateway_with(&["--over-http"]).await;
+    let mut client = connect(&gateway, "/ws/").await;
+    client.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next_text(&mut client).await, "django:hello");
+    // django_grip.publish, through GRIP_PROXIES, to the gateway.
+    client.send(Message::text("publish")).await.unwrap();
+    assert_eq!(next_text(&mut client).await, "from django");
+    client
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await
+        .unwrap();
+    match next(&mut client).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected a close, got {other:?}"),
+    }
 }

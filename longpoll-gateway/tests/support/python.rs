@@ -142,12 +142,19 @@ impl Backend {
     /// The Django app of `django-eventstream` and a gateway in front of it,
     /// whose publish API the app publishes to.
     pub async fn django_behind_a_gateway() -> (Backend, Gateway) {
+        Self::django_behind_a_gateway_with(&[]).await
+    }
+
+    /// The same, the gateway started with `extra` arguments too.
+    pub async fn django_behind_a_gateway_with(extra: &[&str]) -> (Backend, Gateway) {
         let mut app = Backend::start(
             "django_events.py",
             &[SIG_KEY, SIG_ISS, PUBLISH_ISS, PUBLISH_KEY],
         )
         .await;
-        let gateway = Gateway::start(&app.url, &gateway_args()).await;
+        let mut args = gateway_args();
+        args.extend_from_slice(extra);
+        let gateway = Gateway::start(&app.url, &args).await;
         let control = format!("http://{}\n", gateway.publish);
         let stdin = app.child.stdin.as_mut().unwrap();
         std::io::Write::write_all(stdin, control.as_bytes()).unwrap();
