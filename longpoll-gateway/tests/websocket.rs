@@ -280,3 +280,32 @@ async fn a_django_grip_view_speaks_websocket_over_http() {
         other => panic!("expected a close, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn keep_alives_both_ways_and_the_message_size_limit() {
+    let backend = ws_backend().await;
+    let mut args = gateway_args();
+    args.push("--over-http");
+    let gateway = Gateway::start(&backend.url, &args).await;
+
+    // Keep-Alive-Interval: the gateway POSTs on its own, and the backend's
+    // answer reaches the client.
+    let mut client = connect(&gateway, "/chat").await;
+    client.send(Message::text("interval")).await.unwrap();
+    assert_eq!(next_text(&mut client).await, "tick");
+
+    // A keep-alive control message: its content, every second.
+    let mut client = connect(&gateway, "/chat").await;
+    client.send(Message::text("keep-alive")).await.unwrap();
+    assert_eq!(next_text(&mut client).await, "still here");
+    assert_eq!(next_text(&mut client).await, "still here");
+
+    // Over 1 MiB: closed with 1009.
+    let mut client = connect(&gateway, "/chat").await;
+    let big = "x".repeat(1024 * 1024 + 1);
+    let _ = client.send(Message::text(big)).await;
+    match next(&mut client).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1009),
+        other => panic!("expected a close, got {other:?}"),
+    }
+}
