@@ -21,6 +21,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// A port nothing listens on.
+fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 async fn ws_backend() -> Backend {
     use support::python::{PUBLISH_ISS, PUBLISH_KEY, SIG_ISS, SIG_KEY};
     Backend::start(
@@ -137,7 +143,12 @@ async fn a_routes_file_target_with_over_http_does_the_same() {
     let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ws.routes");
     std::fs::write(
         &path,
-        format!("*,proto=ws {},over_http\n* 127.0.0.1:1\n", backend.addr),
+        // The first target is down: skipped for the second.
+        format!(
+            "*,proto=ws 127.0.0.1:{},over_http {},over_http\n* 127.0.0.1:1\n",
+            dead_port(),
+            backend.addr
+        ),
     )
     .unwrap();
     let gateway = Gateway::start_with(

@@ -69,6 +69,11 @@ pub(crate) struct Backend {
     connection_id: HeaderValue,
     /// `Meta-*` set by the backend's `Set-Meta-*`.
     meta: HeaderMap,
+    /// The last POST made no connection: another target may be tried.
+    unconnected: bool,
+    /// The client's path and query and `Host`, to move to another target.
+    client_target: String,
+    client_host: Option<HeaderValue>,
 }
 
 /// What the backend answered to a POST.
@@ -109,9 +114,12 @@ impl Backend {
             .upstream
             .send_checked(request, check)
             .await
-            .map_err(|err| match err {
-                Failure::NoConnection(err) | Failure::Unreachable(err) => err,
-                Failure::TooSlow => "no answer in time".into(),
+            .map_err(|err| {
+                self.unconnected = matches!(err, Failure::NoConnection(_));
+                match err {
+                    Failure::NoConnection(err) | Failure::Unreachable(err) => err,
+                    Failure::TooSlow => "no answer in time".into(),
+                }
             })?;
         let (head, body) = response.into_parts();
         let body = Limited::new(body, MAX_ANSWER)
@@ -142,6 +150,30 @@ impl Backend {
             keep_alive,
             headers: head.headers,
         })
+    }
+
+    /// Moves to the route's next target, if it has one.
+    fn next_target(&mut self) -> bool {
+        let Some(via) = &mut self.via else {
+            return false;
+        };
+        if via.target + 1 >= via.route.targets.len() {
+            return false;
+        }
+        via.target += 1;
+        let Ok(url) = via.url(&self.client_target) else {
+            return false;
+        };
+        self.url = url;
+        let host = via
+            .host()
+            .and_then(|h| HeaderValue::try_from(h).ok())
+            .or_else(|| self.client_host.clone());
+        match host {
+            Some(host) => self.headers.insert(HOST, host),
+            None => self.headers.remove(HOST),
+        };
+        true
     }
 
     /// `Set-Meta-Name: value` is sent back as `Meta-Name: value` from then
@@ -184,6 +216,7 @@ pub async fn accept(
         .to_owned();
     crate::proxy::prepare_head(&mut parts, client);
     let mut headers = parts.headers;
+    let client_host = headers.get(HOST).cloned();
     for name in [
         SEC_WEBSOCKET_KEY,
         SEC_WEBSOCKET_VERSION,
@@ -222,16 +255,24 @@ pub async fn accept(
         via,
         connection_id,
         meta: HeaderMap::new(),
+        unconnected: false,
+        client_target: client_target.clone(),
+        client_host,
     };
-    let answer = match backend.post(&[Event::new(Kind::Open, "")]).await {
-        Ok(answer) => answer,
-        Err(err) => {
-            add(&state.metrics.upstream_unreachable);
-            tracing::warn!(error = %err, path = client_target, "WebSocket-over-HTTP: OPEN not answered");
-            return text(
-                StatusCode::BAD_GATEWAY,
-                &format!("the upstream did not accept the WebSocket: {err}"),
-            );
+    let answer = loop {
+        match backend.post(&[Event::new(Kind::Open, "")]).await {
+            Ok(answer) => break answer,
+            Err(err) if backend.unconnected && backend.next_target() => {
+                tracing::warn!(error = %err, "WebSocket-over-HTTP: target unreachable; trying the next");
+            }
+            Err(err) => {
+                add(&state.metrics.upstream_unreachable);
+                tracing::warn!(error = %err, path = client_target, "WebSocket-over-HTTP: OPEN not answered");
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("the upstream did not accept the WebSocket: {err}"),
+                );
+            }
         }
     };
     if answer.status != StatusCode::OK {
