@@ -320,3 +320,42 @@ async fn keep_alives_both_ways_and_the_message_size_limit() {
         other => panic!("expected a close, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_python_websockets_client_speaks_through_the_gateway() {
+    use tokio::io::AsyncBufReadExt;
+
+    let backend = ws_backend().await;
+    let mut args = gateway_args();
+    args.push("--over-http");
+    let gateway = Gateway::start(&backend.url, &args).await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/ws_client.py");
+    let mut client = tokio::process::Command::new(support::python::python())
+        .arg(script)
+        .arg(format!("ws://{}/chat", gateway.addr))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let line = within("the client's echo", lines.next_line())
+        .await
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("subscribed"));
+    publish(
+        &gateway,
+        r#"{"items": [{"channel": "room", "formats": {"ws-message": {"content": "to python"}}}]}"#,
+    )
+    .await;
+    let line = within("the client to finish", lines.next_line())
+        .await
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("ok"));
+    assert!(
+        within("the client to exit", client.wait())
+            .await
+            .unwrap()
+            .success()
+    );
+}

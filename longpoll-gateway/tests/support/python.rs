@@ -18,11 +18,15 @@ use tokio::process::ChildStdout;
 use super::{Gateway, within};
 
 /// The versions `scripts/test.sh` installs too.
-pub const PACKAGES: [&str; 2] = ["gripcontrol==4.4.0", "django-eventstream==5.3.4"];
+pub const PACKAGES: [&str; 3] = [
+    "gripcontrol==4.4.0",
+    "django-eventstream==5.3.4",
+    "websockets==15.0.1",
+];
 /// Found, not imported: django-eventstream and django-grip read the Django
 /// settings as they are imported.
 const MODULES: &str = "import gripcontrol, importlib.util as u, sys; \
-    sys.exit(any(u.find_spec(m) is None for m in ('django_eventstream', 'django_grip')))";
+    sys.exit(any(u.find_spec(m) is None for m in ('django_eventstream', 'django_grip', 'websockets')))";
 
 pub const SIG_KEY: &str = "interop-sig-key-of-at-least-32-bytes";
 pub const SIG_ISS: &str = "interop-gateway";
