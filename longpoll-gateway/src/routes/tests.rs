@@ -227,34 +227,3 @@ fn duplicates_and_hostless_routes_are_skipped_with_a_warning() {
     assert!(warnings[0].starts_with("r:2:"));
     assert!(warnings[1].starts_with("r:3:"));
 }
-
-proptest::proptest! {
-    /// Any text: a table or errors that each name the file and a line; never
-    /// a panic (paths, ports, quotes, escapes, IPv6 brackets, multibyte).
-    #[test]
-    fn any_text_loads_or_names_its_lines(
-        lines in proptest::collection::vec(
-            r#"[ *a-z0-9=,:/\[\]"\\#é_.-]{0,40}"#,
-            0..6,
-        )
-    ) {
-        let text = lines.join("\n");
-        match Table::parse("f", Path::new("."), &text) {
-            Ok((table, _)) => {
-                for route in &table.all {
-                    proptest::prop_assert!(!route.targets.is_empty());
-                    for target in &route.targets {
-                        proptest::prop_assert!(target.port > 0);
-                    }
-                    let _ = route.rewrite("/x/y?z");
-                    let _ = table.find("a", Proto::Http, false, "/x");
-                }
-            }
-            Err(err) => {
-                for line in err.0.lines() {
-                    proptest::prop_assert!(line.starts_with("f:"), "{line}");
-                }
-            }
-        }
-    }
-}
