@@ -166,17 +166,18 @@ async fn forward_on(
     let mut client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let upgrade_protocol = parts.headers.get(UPGRADE).cloned();
-    let client_target = parts
-        .uri
+    // The client's URI (a reference count, not a copy): its path and query
+    // are what routes rewrite and relative links resolve against.
+    let client_uri = parts.uri.clone();
+    let client_target = client_uri
         .path_and_query()
-        .map_or("/", PathAndQuery::as_str)
-        .to_owned();
+        .map_or("/", PathAndQuery::as_str);
 
     // Without a routes file, the one upstream's URL; with one, each target's
     // is made as it is tried.
     let uri = match &route {
         Some(_) => None,
-        None => match state.upstream.url_for(&client_target) {
+        None => match state.upstream.url_for(client_target) {
             Ok(uri) => Some(uri),
             Err(err) => {
                 return text(
@@ -218,7 +219,7 @@ async fn forward_on(
             };
             let mut head = clone_head(&parts);
             if let Some(via) = &via {
-                match via.url(&client_target) {
+                match via.url(client_target) {
                     Ok(uri) => head.uri = uri,
                     Err(err) => {
                         return text(
@@ -299,7 +300,7 @@ async fn forward_on(
             // A stream's first body goes to the client as it comes.
             return match grip::parse(head.status, head.headers, Bytes::new()) {
                 Ok(Instruction::Stream(stream)) => {
-                    let origin = origin(&client_target, &parts, via);
+                    let origin = origin(client_target, &parts, via);
                     stream::start(state, stream, Some(body), origin).await
                 }
                 Ok(_) => bad_instructions(state, &parts, "not a stream".into()),
@@ -336,7 +337,7 @@ async fn forward_on(
         let hold = match instruction {
             Instruction::Respond(whole) => return hold::whole_response(whole),
             Instruction::Stream(stream) => {
-                let origin = origin(&client_target, &parts, via);
+                let origin = origin(client_target, &parts, via);
                 return stream::start(state, stream, None, origin).await;
             }
             Instruction::Hold(hold) => hold,
