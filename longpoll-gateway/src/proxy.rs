@@ -94,11 +94,12 @@ async fn forward(state: Arc<State>, request: Request<Incoming>) -> Response<Prox
     let route = match &state.routes {
         None => None,
         Some(routes) => {
-            let websocket = wants_upgrade
-                && request
-                    .headers()
-                    .get(UPGRADE)
-                    .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            let websocket = crate::ws::is_websocket(&request)
+                || wants_upgrade
+                    && request
+                        .headers()
+                        .get(UPGRADE)
+                        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
             let proto = if websocket { Proto::Ws } else { Proto::Http };
             let ssl = client.as_ref().is_some_and(|client| client.tls);
             let host = request_host(&request);
@@ -120,9 +121,19 @@ async fn forward(state: Arc<State>, request: Request<Incoming>) -> Response<Prox
         Some(route) => route.targets.first().is_some_and(|t| t.over_http),
         None => state.config.over_http,
     };
-    if over_http && crate::ws::is_websocket(&request) {
-        let via = route.map(|route| Via { route, target: 0 });
-        return crate::ws::accept(Arc::clone(&state), request, via, client).await;
+    if crate::ws::is_websocket(&request) {
+        if over_http {
+            let via = route.map(|route| Via { route, target: 0 });
+            return crate::ws::accept(Arc::clone(&state), request, via, client).await;
+        }
+        if request.version() == Version::HTTP_2 {
+            // Only the gateway can end a WebSocket over HTTP/2: there is no
+            // upgrade to pass on.
+            return text(
+                StatusCode::NOT_IMPLEMENTED,
+                "WebSockets over HTTP/2 need an over_http route (or --over-http)",
+            );
+        }
     }
     let cors = route
         .as_ref()

@@ -359,3 +359,56 @@ async fn a_python_websockets_client_speaks_through_the_gateway() {
             .success()
     );
 }
+
+#[tokio::test]
+async fn a_websocket_over_http2_with_extended_connect() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let backend = ws_backend().await;
+    let mut args = gateway_args();
+    args.push("--over-http");
+    let gateway = Gateway::start(&backend.url, &args).await;
+
+    // h2c with prior knowledge.
+    let tcp = TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    // An ordinary request first: the server's SETTINGS (with
+    // ENABLE_CONNECT_PROTOCOL) have come by its answer.
+    let plain = http::Request::get(format!("http://{}/nothing", gateway.addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    within("a plain answer", sender.send_request(plain))
+        .await
+        .unwrap();
+
+    let mut connect = http::Request::connect(format!("http://{}/chat", gateway.addr))
+        .header("sec-websocket-version", "13")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = within("the CONNECT answer", sender.send_request(connect))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let upgraded = within("the stream", hyper::upgrade::on(&mut response))
+        .await
+        .unwrap();
+    let mut client =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    client.send(Message::text("over h2")).await.unwrap();
+    let echo = within("the echo", client.next()).await.unwrap().unwrap();
+    assert!(
+        echo.to_text()
+            .unwrap()
+            .starts_with("echo:over h2 user=alice"),
+        "{echo:?}"
+    );
+}

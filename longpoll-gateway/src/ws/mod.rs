@@ -44,10 +44,18 @@ const KEEP_ALIVE_INTERVAL: HeaderName = HeaderName::from_static("keep-alive-inte
 /// The most a backend's answer may hold.
 const MAX_ANSWER: usize = 1024 * 1024;
 
-/// Whether a request is a WebSocket upgrade the gateway can end itself
-/// (HTTP/1.1, `Upgrade: websocket`, version 13 with a key).
+/// Whether a request opens a WebSocket the gateway can end itself: an
+/// HTTP/1.1 upgrade (`Upgrade: websocket`, version 13 with a key), or an
+/// HTTP/2 extended CONNECT with `:protocol websocket` (RFC 8441).
 pub fn is_websocket(request: &Request<Incoming>) -> bool {
     let headers = request.headers();
+    if request.version() == http::Version::HTTP_2 {
+        return request.method() == Method::CONNECT
+            && request
+                .extensions()
+                .get::<hyper::ext::Protocol>()
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    }
     request.version() == http::Version::HTTP_11
         && request.method() == Method::GET
         && headers
@@ -204,11 +212,16 @@ pub async fn accept(
     via: Option<Via>,
     client: Option<ClientInfo>,
 ) -> Response<ProxyBody> {
-    let Some(key) = request.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
+    // HTTP/2 (RFC 8441) has no key to answer: its 200 accepts.
+    let http2 = request.version() == http::Version::HTTP_2;
+    let key = request.headers().get(SEC_WEBSOCKET_KEY).cloned();
+    if key.is_none() && !http2 {
         return text(StatusCode::BAD_REQUEST, "no Sec-WebSocket-Key");
-    };
+    }
     let on_upgrade = hyper::upgrade::on(&mut request);
     let (mut parts, _) = request.into_parts();
+    // The backend is POSTed to as for any request: not CONNECT's form.
+    parts.method = Method::GET;
     let client_target = parts
         .uri
         .path_and_query()
@@ -299,14 +312,18 @@ pub async fn accept(
         .flat_map(|v| v.split(','))
         .any(|ext| ext.split(';').next().unwrap_or("").trim() == "grip");
     let mut response = Response::new(empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    if key.is_some() {
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    }
     let head = response.headers_mut();
-    head.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    head.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    head.insert(
-        SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::try_from(derive_accept_key(key.as_bytes())).expect("base64"),
-    );
+    if let Some(key) = key {
+        head.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        head.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        head.insert(
+            SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::try_from(derive_accept_key(key.as_bytes())).expect("base64"),
+        );
+    }
     if let Some(protocol) = answer.headers.get(SEC_WEBSOCKET_PROTOCOL) {
         head.insert(SEC_WEBSOCKET_PROTOCOL, protocol.clone());
     }
