@@ -32,7 +32,7 @@ fi
 # GRIP libraries, pinned as in longpoll-gateway/tests/support/python.rs (the
 # tests fall back to a venv of their own when this cannot install).
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  gripcontrol==4.4.0 django-eventstream==5.3.4 \
+  gripcontrol==4.4.0 django-eventstream==5.3.4 websockets==15.0.1 \
   || echo "scripts/test.sh: pip could not install the GRIP libraries" >&2
 
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"

@@ -595,6 +595,24 @@ mod tests {
     }
 
     #[test]
+    fn a_routes_file_replaces_the_upstream() {
+        let config = Config::from_toml(
+            args(&[]),
+            "gateway.toml",
+            "routes = \"/etc/pushpin/routes\"\nover-http = true",
+        )
+        .unwrap();
+        assert!(config.upstream.is_none());
+        assert_eq!(
+            config.routes_file.as_deref(),
+            Some(std::path::Path::new("/etc/pushpin/routes"))
+        );
+        assert!(config.over_http);
+        let https = Config::merge(args(&["--upstream", "https://x:8443"]), File::default());
+        assert_eq!(https.unwrap().upstream.unwrap(), "https://x:8443/");
+    }
+
+    #[test]
     fn stream_limits_default_and_follow_the_flags() {
         let defaults = Config::merge(args(&["--upstream", "http://x"]), File::default()).unwrap();
         assert_eq!(defaults.max_streams, 100_000);

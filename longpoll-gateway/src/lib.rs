@@ -242,6 +242,19 @@ pub async fn run(config: Config) -> Result<(), String> {
         ),
     );
     signals.abort();
+    // Upgraded connections are hyper's no longer: wait (within the grace)
+    // for every WebSocket to have sent its 1001 before the runtime ends.
+    let sockets_closed = async {
+        while state
+            .sockets
+            .open
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    let _ = tokio::time::timeout(config.shutdown_grace, sockets_closed).await;
     if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
         .await
         .is_err()

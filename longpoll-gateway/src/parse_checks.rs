@@ -257,6 +257,35 @@ pub fn check_config(args: Args, toml: &str) {
     }
 }
 
+/// A routes file (`crate::routes`): any text is a table or errors that
+/// each name the file and a line; a table's routes have targets with ports,
+/// rewrite any path to one starting with `/`, and are found without a panic.
+pub fn check_routes(text: &str) {
+    use crate::routes::{Proto, Table};
+    match Table::parse("f", std::path::Path::new("."), text) {
+        Ok((table, _)) => {
+            for route in &table.all {
+                assert!(!route.targets.is_empty());
+                for target in &route.targets {
+                    assert!(target.port > 0);
+                    let _ = target.url("/");
+                }
+                for path in ["/", "/x/y?z", "", "?q", "/é/ü"] {
+                    assert!(route.rewrite(path).starts_with('/'), "{route:?} {path:?}");
+                }
+            }
+            for (proto, ssl) in [(Proto::Http, false), (Proto::Ws, true)] {
+                let _ = table.find("a.test", proto, ssl, "/x");
+            }
+        }
+        Err(err) => {
+            for line in err.0.lines() {
+                assert!(line.starts_with("f:"), "{line}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -301,6 +330,22 @@ mod tests {
     fn publish_seeds_keep_their_promises() {
         for (_, data) in seeds("publish_json") {
             check_publish(&data);
+        }
+    }
+
+    #[test]
+    fn routes_seeds_keep_their_promises() {
+        for (_, data) in seeds("routes_file") {
+            check_routes(&String::from_utf8_lossy(&data));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn routes_files_keep_their_promises(
+            lines in proptest::collection::vec(r#"[ *a-z0-9=,:/\[\]"\\#é_.?-]{0,48}"#, 0..6)
+        ) {
+            check_routes(&lines.join("\n"));
         }
     }
 

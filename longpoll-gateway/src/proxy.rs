@@ -94,11 +94,12 @@ async fn forward(state: Arc<State>, request: Request<Incoming>) -> Response<Prox
     let route = match &state.routes {
         None => None,
         Some(routes) => {
-            let websocket = wants_upgrade
-                && request
-                    .headers()
-                    .get(UPGRADE)
-                    .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            let websocket = crate::ws::is_websocket(&request)
+                || wants_upgrade
+                    && request
+                        .headers()
+                        .get(UPGRADE)
+                        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
             let proto = if websocket { Proto::Ws } else { Proto::Http };
             let ssl = client.as_ref().is_some_and(|client| client.tls);
             let host = request_host(&request);
@@ -120,9 +121,19 @@ async fn forward(state: Arc<State>, request: Request<Incoming>) -> Response<Prox
         Some(route) => route.targets.first().is_some_and(|t| t.over_http),
         None => state.config.over_http,
     };
-    if over_http && crate::ws::is_websocket(&request) {
-        let via = route.map(|route| Via { route, target: 0 });
-        return crate::ws::accept(Arc::clone(&state), request, via, client).await;
+    if crate::ws::is_websocket(&request) {
+        if over_http {
+            let via = route.map(|route| Via { route, target: 0 });
+            return crate::ws::accept(Arc::clone(&state), request, via, client).await;
+        }
+        if request.version() == Version::HTTP_2 {
+            // Only the gateway can end a WebSocket over HTTP/2: there is no
+            // upgrade to pass on.
+            return text(
+                StatusCode::NOT_IMPLEMENTED,
+                "WebSockets over HTTP/2 need an over_http route (or --over-http)",
+            );
+        }
     }
     let cors = route
         .as_ref()
@@ -166,17 +177,18 @@ async fn forward_on(
     let mut client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let upgrade_protocol = parts.headers.get(UPGRADE).cloned();
-    let client_target = parts
-        .uri
+    // The client's URI (a reference count, not a copy): its path and query
+    // are what routes rewrite and relative links resolve against.
+    let client_uri = parts.uri.clone();
+    let client_target = client_uri
         .path_and_query()
-        .map_or("/", PathAndQuery::as_str)
-        .to_owned();
+        .map_or("/", PathAndQuery::as_str);
 
     // Without a routes file, the one upstream's URL; with one, each target's
     // is made as it is tried.
     let uri = match &route {
         Some(_) => None,
-        None => match state.upstream.url_for(&client_target) {
+        None => match state.upstream.url_for(client_target) {
             Ok(uri) => Some(uri),
             Err(err) => {
                 return text(
@@ -218,7 +230,7 @@ async fn forward_on(
             };
             let mut head = clone_head(&parts);
             if let Some(via) = &via {
-                match via.url(&client_target) {
+                match via.url(client_target) {
                     Ok(uri) => head.uri = uri,
                     Err(err) => {
                         return text(
@@ -299,7 +311,7 @@ async fn forward_on(
             // A stream's first body goes to the client as it comes.
             return match grip::parse(head.status, head.headers, Bytes::new()) {
                 Ok(Instruction::Stream(stream)) => {
-                    let origin = origin(&client_target, &parts, via);
+                    let origin = origin(client_target, &parts, via);
                     stream::start(state, stream, Some(body), origin).await
                 }
                 Ok(_) => bad_instructions(state, &parts, "not a stream".into()),
@@ -336,7 +348,7 @@ async fn forward_on(
         let hold = match instruction {
             Instruction::Respond(whole) => return hold::whole_response(whole),
             Instruction::Stream(stream) => {
-                let origin = origin(&client_target, &parts, via);
+                let origin = origin(client_target, &parts, via);
                 return stream::start(state, stream, None, origin).await;
             }
             Instruction::Hold(hold) => hold,

@@ -186,6 +186,8 @@ where
             .timer(TokioTimer::new())
             // Every held request holds a stream.
             .max_concurrent_streams(1000)
+            // WebSockets over HTTP/2 (RFC 8441), for over_http routes.
+            .enable_connect_protocol()
             .serve_connection(io, service);
         watcher.watch(connection).await
     } else {

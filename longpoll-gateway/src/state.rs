@@ -205,7 +205,7 @@ impl State {
         metric(
             "longpoll_gateway_upgrades_total",
             "counter",
-            "Upgraded connections (WebSocket) passed through.",
+            "Upgraded connections: WebSockets passed through or ended here (over_http).",
             get(&m.upgrades),
         );
         metric(

@@ -239,3 +239,34 @@ fn a_file_that_does_not_parse_stops_the_start_naming_file_and_line() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_self_signed_backend_is_refused_unless_insecure() {
+    let c = Named::start_tls("c").await;
+    let port = c.addr.port();
+    let file = routes_file(
+        "tls",
+        &format!(
+            "*,path_beg=/checked localhost:{port},ssl\n*,path_beg=/unchecked localhost:{port},ssl,insecure\n"
+        ),
+    );
+    let gateway = start(&file).await;
+    let refused = ask(&gateway, "any.test", "/checked", &[]).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        seen(&gateway, "any.test", "/unchecked", &[]).await.name,
+        "c"
+    );
+
+    // --upstream https:// checks the certificate too.
+    let upstream = Gateway::start(&format!("https://localhost:{port}"), &[]).await;
+    assert_eq!(
+        support::get(upstream.addr, "/").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+}

@@ -4,7 +4,8 @@
 //! the client a tokio-tungstenite one: echo with `Meta-*` kept from
 //! `Set-Meta-*`, `c:` subscribe and `ws-message` publishes (from the backend
 //! through `GripPubControl` and from the publish API), close codes both
-//! ways, and the same through a routes file's `over_http` target.
+//! ways, and the same through a routes file's `over_http` target; a Django
+//! view with django-grip's `request.wscontext` too.
 
 mod support;
 
@@ -19,6 +20,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A port nothing listens on.
+fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
 
 async fn ws_backend() -> Backend {
     use support::python::{PUBLISH_ISS, PUBLISH_KEY, SIG_ISS, SIG_KEY};
@@ -136,7 +143,12 @@ async fn a_routes_file_target_with_over_http_does_the_same() {
     let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ws.routes");
     std::fs::write(
         &path,
-        format!("*,proto=ws {},over_http\n* 127.0.0.1:1\n", backend.addr),
+        // The first target is down: skipped for the second.
+        format!(
+            "*,proto=ws 127.0.0.1:{},over_http {},over_http\n* 127.0.0.1:1\n",
+            dead_port(),
+            backend.addr
+        ),
     )
     .unwrap();
     let gateway = Gateway::start_with(
@@ -239,4 +251,164 @@ async fn two_gateways_on_one_redis_reach_each_others_sockets() {
     .await;
     assert_eq!(next_text(&mut on_a).await, "to all");
     assert_eq!(next_text(&mut on_b).await, "to all");
+}
+
+#[tokio::test]
+async fn shutdown_closes_sockets_with_1001() {
+    let backend = ws_backend().await;
+    let mut args = gateway_args();
+    args.push("--over-http");
+    let gateway = Gateway::start(&backend.url, &args).await;
+    let mut client = connect(&gateway, "/chat").await;
+    client.send(Message::text("hi")).await.unwrap();
+    next_text(&mut client).await;
+    gateway.send_term();
+    match next(&mut client).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    assert_eq!(gateway.exit().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_django_grip_view_speaks_websocket_over_http() {
+    let (_app, gateway) = Backend::django_behind_a_gateway_with(&["--over-http"]).await;
+    let mut client = connect(&gateway, "/ws/").await;
+    client.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next_text(&mut client).await, "django:hello");
+    // django_grip.publish, through GRIP_PROXIES, to the gateway.
+    client.send(Message::text("publish")).await.unwrap();
+    assert_eq!(next_text(&mut client).await, "from django");
+    client
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await
+        .unwrap();
+    match next(&mut client).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected a close, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn keep_alives_both_ways_and_the_message_size_limit() {
+    let backend = ws_backend().await;
+    let mut args = gateway_args();
+    args.push("--over-http");
+    let gateway = Gateway::start(&backend.url, &args).await;
+
+    // Keep-Alive-Interval: the gateway POSTs on its own, and the backend's
+    // answer reaches the client.
+    let mut client = connect(&gateway, "/chat").await;
+    client.send(Message::text("interval")).await.unwrap();
+    assert_eq!(next_text(&mut client).await, "tick");
+
+    // A keep-alive control message: its content, every second.
+    let mut client = connect(&gateway, "/chat").await;
+    client.send(Message::text("keep-alive")).await.unwrap();
+    assert_eq!(next_text(&mut client).await, "still here");
+    assert_eq!(next_text(&mut client).await, "still here");
+
+    // Over 1 MiB: closed with 1009.
+    let mut client = connect(&gateway, "/chat").await;
+    let big = "x".repeat(1024 * 1024 + 1);
+    let _ = client.send(Message::text(big)).await;
+    match next(&mut client).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1009),
+        other => panic!("expected a close, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_python_websockets_client_speaks_through_the_gateway() {
+    use tokio::io::AsyncBufReadExt;
+
+    let backend = ws_backend().await;
+    let mut args = gateway_args();
+    args.push("--over-http");
+    let gateway = Gateway::start(&backend.url, &args).await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/ws_client.py");
+    let mut client = tokio::process::Command::new(support::python::python())
+        .arg(script)
+        .arg(format!("ws://{}/chat", gateway.addr))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let line = within("the client's echo", lines.next_line())
+        .await
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("subscribed"));
+    publish(
+        &gateway,
+        r#"{"items": [{"channel": "room", "formats": {"ws-message": {"content": "to python"}}}]}"#,
+    )
+    .await;
+    let line = within("the client to finish", lines.next_line())
+        .await
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("ok"));
+    assert!(
+        within("the client to exit", client.wait())
+            .await
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_over_http2_with_extended_connect() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let backend = ws_backend().await;
+    let mut args = gateway_args();
+    args.push("--over-http");
+    let gateway = Gateway::start(&backend.url, &args).await;
+
+    // h2c with prior knowledge.
+    let tcp = TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    // An ordinary request first: the server's SETTINGS (with
+    // ENABLE_CONNECT_PROTOCOL) have come by its answer.
+    let plain = http::Request::get(format!("http://{}/nothing", gateway.addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    within("a plain answer", sender.send_request(plain))
+        .await
+        .unwrap();
+
+    let mut connect = http::Request::connect(format!("http://{}/chat", gateway.addr))
+        .header("sec-websocket-version", "13")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = within("the CONNECT answer", sender.send_request(connect))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let upgraded = within("the stream", hyper::upgrade::on(&mut response))
+        .await
+        .unwrap();
+    let mut client =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    client.send(Message::text("over h2")).await.unwrap();
+    let echo = within("the echo", client.next()).await.unwrap().unwrap();
+    assert!(
+        echo.to_text()
+            .unwrap()
+            .starts_with("echo:over h2 user=alice"),
+        "{echo:?}"
+    );
 }

@@ -9,6 +9,7 @@ pub const CONTENT_TYPE: &str = "application/websocket-events";
 
 /// What an event is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Kind {
     Open,
     Text,

@@ -44,10 +44,18 @@ const KEEP_ALIVE_INTERVAL: HeaderName = HeaderName::from_static("keep-alive-inte
 /// The most a backend's answer may hold.
 const MAX_ANSWER: usize = 1024 * 1024;
 
-/// Whether a request is a WebSocket upgrade the gateway can end itself
-/// (HTTP/1.1, `Upgrade: websocket`, version 13 with a key).
+/// Whether a request opens a WebSocket the gateway can end itself: an
+/// HTTP/1.1 upgrade (`Upgrade: websocket`, version 13 with a key), or an
+/// HTTP/2 extended CONNECT with `:protocol websocket` (RFC 8441).
 pub fn is_websocket(request: &Request<Incoming>) -> bool {
     let headers = request.headers();
+    if request.version() == http::Version::HTTP_2 {
+        return request.method() == Method::CONNECT
+            && request
+                .extensions()
+                .get::<hyper::ext::Protocol>()
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    }
     request.version() == http::Version::HTTP_11
         && request.method() == Method::GET
         && headers
@@ -69,6 +77,11 @@ pub(crate) struct Backend {
     connection_id: HeaderValue,
     /// `Meta-*` set by the backend's `Set-Meta-*`.
     meta: HeaderMap,
+    /// The last POST made no connection: another target may be tried.
+    unconnected: bool,
+    /// The client's path and query and `Host`, to move to another target.
+    client_target: String,
+    client_host: Option<HeaderValue>,
 }
 
 /// What the backend answered to a POST.
@@ -109,9 +122,12 @@ impl Backend {
             .upstream
             .send_checked(request, check)
             .await
-            .map_err(|err| match err {
-                Failure::NoConnection(err) | Failure::Unreachable(err) => err,
-                Failure::TooSlow => "no answer in time".into(),
+            .map_err(|err| {
+                self.unconnected = matches!(err, Failure::NoConnection(_));
+                match err {
+                    Failure::NoConnection(err) | Failure::Unreachable(err) => err,
+                    Failure::TooSlow => "no answer in time".into(),
+                }
             })?;
         let (head, body) = response.into_parts();
         let body = Limited::new(body, MAX_ANSWER)
@@ -144,6 +160,30 @@ impl Backend {
         })
     }
 
+    /// Moves to the route's next target, if it has one.
+    fn next_target(&mut self) -> bool {
+        let Some(via) = &mut self.via else {
+            return false;
+        };
+        if via.target + 1 >= via.route.targets.len() {
+            return false;
+        }
+        via.target += 1;
+        let Ok(url) = via.url(&self.client_target) else {
+            return false;
+        };
+        self.url = url;
+        let host = via
+            .host()
+            .and_then(|h| HeaderValue::try_from(h).ok())
+            .or_else(|| self.client_host.clone());
+        match host {
+            Some(host) => self.headers.insert(HOST, host),
+            None => self.headers.remove(HOST),
+        };
+        true
+    }
+
     /// `Set-Meta-Name: value` is sent back as `Meta-Name: value` from then
     /// on (an empty value removes it).
     fn keep_meta(&mut self, headers: &HeaderMap) {
@@ -172,11 +212,16 @@ pub async fn accept(
     via: Option<Via>,
     client: Option<ClientInfo>,
 ) -> Response<ProxyBody> {
-    let Some(key) = request.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
+    // HTTP/2 (RFC 8441) has no key to answer: its 200 accepts.
+    let http2 = request.version() == http::Version::HTTP_2;
+    let key = request.headers().get(SEC_WEBSOCKET_KEY).cloned();
+    if key.is_none() && !http2 {
         return text(StatusCode::BAD_REQUEST, "no Sec-WebSocket-Key");
-    };
+    }
     let on_upgrade = hyper::upgrade::on(&mut request);
     let (mut parts, _) = request.into_parts();
+    // The backend is POSTed to as for any request: not CONNECT's form.
+    parts.method = Method::GET;
     let client_target = parts
         .uri
         .path_and_query()
@@ -184,6 +229,7 @@ pub async fn accept(
         .to_owned();
     crate::proxy::prepare_head(&mut parts, client);
     let mut headers = parts.headers;
+    let client_host = headers.get(HOST).cloned();
     for name in [
         SEC_WEBSOCKET_KEY,
         SEC_WEBSOCKET_VERSION,
@@ -222,16 +268,24 @@ pub async fn accept(
         via,
         connection_id,
         meta: HeaderMap::new(),
+        unconnected: false,
+        client_target: client_target.clone(),
+        client_host,
     };
-    let answer = match backend.post(&[Event::new(Kind::Open, "")]).await {
-        Ok(answer) => answer,
-        Err(err) => {
-            add(&state.metrics.upstream_unreachable);
-            tracing::warn!(error = %err, path = client_target, "WebSocket-over-HTTP: OPEN not answered");
-            return text(
-                StatusCode::BAD_GATEWAY,
-                &format!("the upstream did not accept the WebSocket: {err}"),
-            );
+    let answer = loop {
+        match backend.post(&[Event::new(Kind::Open, "")]).await {
+            Ok(answer) => break answer,
+            Err(err) if backend.unconnected && backend.next_target() => {
+                tracing::warn!(error = %err, "WebSocket-over-HTTP: target unreachable; trying the next");
+            }
+            Err(err) => {
+                add(&state.metrics.upstream_unreachable);
+                tracing::warn!(error = %err, path = client_target, "WebSocket-over-HTTP: OPEN not answered");
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("the upstream did not accept the WebSocket: {err}"),
+                );
+            }
         }
     };
     if answer.status != StatusCode::OK {
@@ -258,14 +312,18 @@ pub async fn accept(
         .flat_map(|v| v.split(','))
         .any(|ext| ext.split(';').next().unwrap_or("").trim() == "grip");
     let mut response = Response::new(empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    if key.is_some() {
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    }
     let head = response.headers_mut();
-    head.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    head.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    head.insert(
-        SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::try_from(derive_accept_key(key.as_bytes())).expect("base64"),
-    );
+    if let Some(key) = key {
+        head.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        head.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        head.insert(
+            SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::try_from(derive_accept_key(key.as_bytes())).expect("base64"),
+        );
+    }
     if let Some(protocol) = answer.headers.get(SEC_WEBSOCKET_PROTOCOL) {
         head.insert(SEC_WEBSOCKET_PROTOCOL, protocol.clone());
     }

@@ -139,7 +139,18 @@ pub async fn run(
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
+                Some(Err(err)) => {
+                    tracing::debug!(error = %err, "WebSocket client connection failed");
+                    if matches!(err, tokio_tungstenite::tungstenite::Error::Capacity(_)) {
+                        // A message over the limit: 1009, Message Too Big.
+                        socket.close(1009).await;
+                    }
+                    client_done = true;
+                    if !client_closed && !socket.detached {
+                        pending.push(Event::new(Kind::Disconnect, Bytes::new()));
+                    }
+                }
+                None => {
                     client_done = true;
                     if !client_closed && !socket.detached {
                         pending.push(Event::new(Kind::Disconnect, Bytes::new()));
@@ -157,7 +168,9 @@ pub async fn run(
                     }
                     Ok(answer) => {
                         if let Some(every) = answer.keep_alive.filter(|s| *s > 0) {
-                            interval = Some(Duration::from_secs(every));
+                            let every = Duration::from_secs(every);
+                            interval = Some(every);
+                            backend_tick = tokio::time::Instant::now() + every;
                         }
                         for event in answer.events {
                             if socket.apply(event).await == Next::Drop {

@@ -16,6 +16,11 @@ URL, prints "ready", then serves until killed.
 GET /events/            the SSE stream of channel "test" (django-eventstream)
 GET /send?n=N           send_event("test", "message", {"n": N}), blocking
 GET /                   a page whose EventSource lists the events it gets
+POST /ws/               a WebSocket-over-HTTP endpoint (django-grip's
+                        request.wscontext): accepts, subscribes to channel
+                        "room", answers "publish" by publishing a ws-message
+                        "from django" to "room" (django_grip.publish), echoes
+                        anything else as "django:MESSAGE"
 """
 
 import os
@@ -106,6 +111,28 @@ def send(request):
     return HttpResponse("sent\n", content_type="text/plain")
 
 
+def ws(request):
+    from django_grip import publish
+    from gripcontrol import WebSocketMessageFormat
+
+    context = getattr(request, "wscontext", None)
+    if context is None:
+        return HttpResponse("not a WebSocket-over-HTTP request\n", status=400)
+    if context.is_opening():
+        context.accept()
+        context.subscribe("room")
+    while context.can_recv():
+        message = context.recv()
+        if message is None:
+            context.close()
+            break
+        if message == "publish":
+            publish("room", WebSocketMessageFormat("from django"), blocking=True)
+        else:
+            context.send("django:" + message)
+    return HttpResponse()
+
+
 def page(request):
     return HttpResponse(PAGE, content_type="text/html; charset=utf-8")
 
@@ -113,6 +140,7 @@ def page(request):
 urlpatterns = [
     path("events/", include(django_eventstream.urls), {"channels": ["test"]}),
     path("send", send),
+    path("ws/", ws),
     path("", page),
 ]
 

@@ -12,6 +12,9 @@ Messages:
   "publish:TEXT"    TEXT published as a ws-message on `room` (control URL from
                     the query's `control`)
   "unsubscribe"     the socket leaves `room`
+  "interval"        answered with Keep-Alive-Interval: 1; the gateway's empty
+                    POSTs that follow are answered with the message "tick"
+  "keep-alive"      a keep-alive control: "still here" every second
   anything else     echoed as "echo:MESSAGE user=META-USER id=CONNECTION-ID"
 A CLOSE from the client is answered with CLOSE of the same code.
 The backend refuses sockets whose Grip-Sig does not verify (403).
@@ -31,6 +34,7 @@ from gripcontrol import (
     decode_websocket_events,
     encode_websocket_events,
     validate_sig,
+    websocket_control_message,
 )
 
 SIG_KEY, SIG_ISS, PUBLISH_ISS, PUBLISH_KEY = sys.argv[1:5]
@@ -67,6 +71,10 @@ class Handler(BaseHTTPRequestHandler):
                 meta[name[5:].lower()] = value
         cid = self.headers.get("Connection-Id")
         ws = WebSocketContext(cid, meta, decode_websocket_events(body))
+        extra = []
+        if not ws.in_events:
+            # The gateway's Keep-Alive-Interval POST.
+            ws.send("tick")
         if ws.is_opening():
             ws.accept()
             ws.subscribe("room")
@@ -94,6 +102,14 @@ class Handler(BaseHTTPRequestHandler):
                     publisher.close()
             elif message == "unsubscribe":
                 ws.unsubscribe("room")
+            elif message == "interval":
+                extra.append(("Keep-Alive-Interval", "1"))
+            elif message == "keep-alive":
+                ws.send_control(
+                    websocket_control_message(
+                        "keep-alive", {"content": "still here", "timeout": 1}
+                    )
+                )
             else:
                 ws.send("echo:%s user=%s id=%s" % (message, meta.get("user"), cid))
         events = []
@@ -102,7 +118,7 @@ class Handler(BaseHTTPRequestHandler):
         events.extend(ws.out_events)
         if ws.closed:
             events.append(WebSocketEvent("CLOSE", pack(">H", ws.out_close_code)))
-        headers = [("Content-Type", "application/websocket-events")]
+        headers = [("Content-Type", "application/websocket-events")] + extra
         if ws.accepted:
             headers.append(("Sec-WebSocket-Extensions", "grip"))
         for key, value in ws.meta.items():

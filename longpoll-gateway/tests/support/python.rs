@@ -18,11 +18,15 @@ use tokio::process::ChildStdout;
 use super::{Gateway, within};
 
 /// The versions `scripts/test.sh` installs too.
-pub const PACKAGES: [&str; 2] = ["gripcontrol==4.4.0", "django-eventstream==5.3.4"];
+pub const PACKAGES: [&str; 3] = [
+    "gripcontrol==4.4.0",
+    "django-eventstream==5.3.4",
+    "websockets==15.0.1",
+];
 /// Found, not imported: django-eventstream and django-grip read the Django
 /// settings as they are imported.
 const MODULES: &str = "import gripcontrol, importlib.util as u, sys; \
-    sys.exit(any(u.find_spec(m) is None for m in ('django_eventstream', 'django_grip')))";
+    sys.exit(any(u.find_spec(m) is None for m in ('django_eventstream', 'django_grip', 'websockets')))";
 
 pub const SIG_KEY: &str = "interop-sig-key-of-at-least-32-bytes";
 pub const SIG_ISS: &str = "interop-gateway";
@@ -142,12 +146,19 @@ impl Backend {
     /// The Django app of `django-eventstream` and a gateway in front of it,
     /// whose publish API the app publishes to.
     pub async fn django_behind_a_gateway() -> (Backend, Gateway) {
+        Self::django_behind_a_gateway_with(&[]).await
+    }
+
+    /// The same, the gateway started with `extra` arguments too.
+    pub async fn django_behind_a_gateway_with(extra: &[&str]) -> (Backend, Gateway) {
         let mut app = Backend::start(
             "django_events.py",
             &[SIG_KEY, SIG_ISS, PUBLISH_ISS, PUBLISH_KEY],
         )
         .await;
-        let gateway = Gateway::start(&app.url, &gateway_args()).await;
+        let mut args = gateway_args();
+        args.extend_from_slice(extra);
+        let gateway = Gateway::start(&app.url, &args).await;
         let control = format!("http://{}\n", gateway.publish);
         let stdin = app.child.stdin.as_mut().unwrap();
         std::io::Write::write_all(stdin, control.as_bytes()).unwrap();
