@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use longpoll_test_support::browser;
@@ -17,8 +16,6 @@ use support::Gateway;
 use support::python::{
     Backend, PUBLISH_ISS, PUBLISH_KEY, PUBLISH_TOKEN, SIG_ISS, SIG_KEY, gateway_args,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 /// How long the browser script may take in all.
 const SCRIPT: Duration = Duration::from_secs(150);
@@ -34,30 +31,14 @@ async fn a_browser_websocket_speaks_through_the_gateway() {
     let mut args = gateway_args();
     args.push("--over-http");
     let gateway = Gateway::start(&backend.url, &args).await;
-    let mut script = Command::new("node")
-        .arg("ws.mjs")
-        .arg(format!("ws://{}", gateway.addr))
-        .arg(format!("http://{}", gateway.publish))
-        .arg(PUBLISH_TOKEN)
-        .current_dir(browser::dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let mut lines = BufReader::new(script.stdout.take().unwrap()).lines();
-    let run = async {
-        let mut ok = false;
-        while let Some(line) = lines.next_line().await.unwrap() {
-            ok |= line == "E2E ok";
-        }
-        (ok, script.wait().await.unwrap())
-    };
-    let (ok, status) = tokio::time::timeout(SCRIPT, run)
-        .await
-        .expect("the browser script finishes");
-    assert!(
-        ok && status.success(),
-        "the browser script failed ({status}); its log is above"
-    );
+    browser::run_script(
+        "ws.mjs",
+        &[
+            format!("ws://{}", gateway.addr),
+            format!("http://{}", gateway.publish),
+            PUBLISH_TOKEN.to_owned(),
+        ],
+        SCRIPT,
+    )
+    .await;
 }

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 /// Debian's chromium, which `scripts/test.sh` installs.
@@ -42,4 +44,34 @@ pub async fn ensure_tools() {
             .expect("npm runs");
         assert!(status.success(), "`npm ci` in {} failed", dir.display());
     }
+}
+
+/// Runs the browser script `script` (in [`dir`]) with `args`, its log on
+/// the test's stderr, and asserts that it printed `E2E ok` and exited 0
+/// within `patience`.
+pub async fn run_script(script: &str, args: &[String], patience: Duration) {
+    let mut node = Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let run = async {
+        let mut ok = false;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            ok |= line == "E2E ok";
+        }
+        (ok, node.wait().await.unwrap())
+    };
+    let (ok, status) = tokio::time::timeout(patience, run)
+        .await
+        .unwrap_or_else(|_| panic!("the browser script {script} did not finish"));
+    assert!(
+        ok && status.success(),
+        "the browser script {script} failed ({status}); its log is above"
+    );
 }
