@@ -848,8 +848,9 @@ async fn an_id_with_one_200_byte_event_costs_at_most_1_kb_in_redis() {
     assert!(total <= 1024, "{total} bytes");
 }
 
+#[cfg(not(feature = "redis-tls"))]
 #[tokio::test]
-async fn tls_urls_are_refused_never_used_in_plaintext() {
+async fn tls_urls_are_refused_without_the_redis_tls_feature() {
     let port = redis::free_port();
     for url in [
         format!("rediss://127.0.0.1:{port}"),
@@ -858,10 +859,173 @@ async fn tls_urls_are_refused_never_used_in_plaintext() {
         let err = RedisStore::builder(&url).connect().await.unwrap_err();
         assert!(
             err.to_string()
-                .contains("TLS is not supported by this build"),
+                .contains("TLS needs the `redis-tls` feature"),
             "{err}"
         );
     }
+}
+
+/// `rediss://` speaks TLS or nothing: to a `redis-server --tls-port` with a
+/// self-signed certificate, two nodes share events (commands and wake-ups
+/// over TLS) when the store trusts that certificate; with the system's
+/// roots the certificate is refused; and a `rediss://` URL naming a
+/// plaintext port fails rather than talk in plaintext.
+#[cfg(feature = "redis-tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_speaks_tls_or_nothing() {
+    use fred::rustls;
+    use fred::rustls::pki_types::CertificateDer;
+    use fred::rustls::pki_types::pem::PemObject;
+    use fred::types::config::{Config, ServerConfig, TlsConfig, TlsConnector, TlsHostMapping};
+
+    let dir = std::env::temp_dir().join(format!("lp-tls-{:016x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    // A CA, and a server certificate for 127.0.0.1 signed by it (rustls
+    // refuses a CA's certificate as a server's).
+    let ca = dir.join("ca.pem");
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let os = |text: &'static str| std::ffi::OsStr::new(text);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        os("req"),
+        os("-x509"),
+        os("-newkey"),
+        os("rsa:2048"),
+        os("-nodes"),
+        os("-days"),
+        os("1"),
+        os("-subj"),
+        os("/CN=longpoll test CA"),
+        os("-keyout"),
+        os("ca.key"),
+        os("-out"),
+        os("ca.pem"),
+    ]);
+    openssl(&[
+        os("req"),
+        os("-newkey"),
+        os("rsa:2048"),
+        os("-nodes"),
+        os("-subj"),
+        os("/CN=127.0.0.1"),
+        os("-keyout"),
+        os("key.pem"),
+        os("-out"),
+        os("leaf.csr"),
+    ]);
+    openssl(&[
+        os("x509"),
+        os("-req"),
+        os("-in"),
+        os("leaf.csr"),
+        os("-CA"),
+        os("ca.pem"),
+        os("-CAkey"),
+        os("ca.key"),
+        os("-CAcreateserial"),
+        os("-days"),
+        os("1"),
+        os("-extfile"),
+        os("leaf.ext"),
+        os("-out"),
+        os("cert.pem"),
+    ]);
+    let tls_port = redis::free_port();
+    let (cert_path, key_path) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = redis::RedisServer::start(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        cert_path,
+        "--tls-key-file",
+        key_path,
+        "--tls-ca-cert-file",
+        ca.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ])
+    .await;
+
+    let trusting = || {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(&ca).unwrap())
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Config {
+            server: ServerConfig::new_centralized("127.0.0.1", tls_port),
+            tls: Some(TlsConfig {
+                connector: TlsConnector::from(tls),
+                hostnames: TlsHostMapping::None,
+            }),
+            ..Config::default()
+        }
+    };
+    let prefix = unique_prefix();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::builder_from_config(trusting())
+            .prefix(&prefix)
+            .connect()
+            .await
+            .unwrap();
+        let layer = LongPollLayer::builder(Hub::builder().store(store.clone()).build())
+            .route("/poll/{client}")
+            .timeout(Duration::from_secs(10))
+            .build();
+        nodes.push(Node {
+            server: TestServer::start(layer).await,
+            store,
+        });
+    }
+    let mut conn = Conn::connect(nodes[0].server.addr).await;
+    conn.send("GET", "/poll/sec", &[]).await;
+    nodes[0].server.parked(1).await;
+    eventually("subscribed", || nodes[0].store.subscribed_ids() == 1).await;
+    nodes[1]
+        .hub()
+        .publish("sec", Event::new("over tls"))
+        .await
+        .unwrap();
+    assert_eq!(conn.response(false).await.text(), "over tls");
+
+    // The system's roots do not know the certificate.
+    let err = RedisStore::builder(format!("rediss://127.0.0.1:{tls_port}"))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot connect to Redis"), "{err}");
+    // A plaintext server named with rediss:// is not spoken to in plaintext.
+    let err = RedisStore::builder(format!("rediss://127.0.0.1:{}", server.port()))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot connect to Redis"), "{err}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_prefix_with_a_hash_tag_is_refused() {
     let err = RedisStore::builder(redis_url())
         .prefix("a{b}")
         .connect()

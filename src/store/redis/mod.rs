@@ -119,9 +119,11 @@ impl RedisStore {
     /// - `redis-sentinel://[user:password@]host:port?sentinelServiceName=name&node=host:port`,
     ///   the primary that these Sentinels name.
     ///
-    /// TLS (`rediss://` and the like) is refused with an error when connecting:
-    /// this build has no TLS support for Redis, and it never falls back to
-    /// plaintext.
+    /// With the `redis-tls` feature, `rediss://` (and `rediss-cluster://`,
+    /// `rediss-sentinel://`) connect with TLS (rustls, the system's root
+    /// certificates; for a private CA build the config with
+    /// [`builder_from_config`](RedisStore::builder_from_config)). Without
+    /// it such URLs are refused when connecting, never used in plaintext.
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
@@ -277,18 +279,23 @@ impl RedisStoreBuilder {
             Some(config) => config.clone(),
             None => {
                 let scheme = self.url.split_once("://").map_or("", |(scheme, _)| scheme);
-                if !matches!(
-                    scheme,
+                let tls = scheme.starts_with("rediss") || scheme.starts_with("valkeys");
+                let plain = scheme
+                    .replacen("rediss", "redis", 1)
+                    .replacen("valkeys", "valkey", 1);
+                let known = matches!(
+                    plain.as_str(),
                     "redis"
                         | "redis-cluster"
                         | "redis-sentinel"
                         | "valkey"
                         | "valkey-cluster"
                         | "valkey-sentinel"
-                ) {
-                    let hint = if scheme.starts_with("rediss") || scheme.starts_with("valkeys") {
-                        "TLS is not supported by this build, and it never connects in plaintext \
-                         instead"
+                );
+                if !known || (tls && !cfg!(feature = "redis-tls")) {
+                    let hint = if known {
+                        "TLS needs the `redis-tls` feature, which this build lacks, and it never \
+                         connects in plaintext instead"
                     } else {
                         "expected a redis://, redis-cluster:// or redis-sentinel:// URL"
                     };
@@ -299,15 +306,6 @@ impl RedisStoreBuilder {
                 FredConfig::from_url(&self.url).map_err(|err| failed("use", err))?
             }
         };
-        if config.uses_tls() {
-            return Err(StoreError::Backend(
-                format!(
-                    "cannot use Redis at {url}: TLS is not supported by this build, and it never \
-                     connects in plaintext instead"
-                )
-                .into(),
-            ));
-        }
         config.fail_fast = true;
         let clustered = config.server.is_clustered();
         let policy = ReconnectPolicy::new_exponential(
