@@ -1489,3 +1489,90 @@ async fn publishes_resume_after_a_sentinel_failover() {
     assert!(!gap);
     assert_eq!(seen, acknowledged);
 }
+
+/// `CLUSTER FAILOVER` on every replica of a Cluster while a client follows
+/// an id with its cursor and a poll is parked on another node: publishes
+/// resume by themselves, the parked poll is woken, and every acknowledged
+/// event reaches the cursor client in order, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_and_wake_ups_resume_after_a_cluster_failover() {
+    let cluster = RedisCluster::start(3, 1).await;
+    let url = cluster.url();
+    let prefix = unique_prefix();
+    let start_node = |timeout| {
+        let (url, prefix) = (url.clone(), prefix.clone());
+        async move {
+            let store = RedisStore::builder(&url)
+                .prefix(&prefix)
+                .probe_interval(Duration::from_millis(500))
+                .connect()
+                .await
+                .unwrap();
+            let layer = LongPollLayer::builder(Hub::builder().store(store.clone()).build())
+                .route("/poll/{client}")
+                .timeout(timeout)
+                .jitter(0.0)
+                .build();
+            Node {
+                server: TestServer::start(layer).await,
+                store,
+            }
+        }
+    };
+    let a = start_node(Duration::from_secs(30)).await;
+    let b = start_node(Duration::from_secs(30)).await;
+    let start = b.hub().publish("cf", Event::new("e0")).await.unwrap();
+    let mut acknowledged = vec!["e0".to_owned()];
+    let mut parked = Conn::connect(a.server.addr).await;
+    parked
+        .send("GET", &format!("/poll/cf?since={start}"), &[])
+        .await;
+    a.server.parked(1).await;
+    eventually("A subscribed", || a.store.subscribed_ids() == 1).await;
+
+    let replicas: Vec<u16> = cluster
+        .nodes()
+        .iter()
+        .filter(|node| node.cli(&["role"]).starts_with("slave"))
+        .map(|node| node.port())
+        .collect();
+    assert_eq!(replicas.len(), 3);
+    for port in &replicas {
+        assert_eq!(redis::cli(*port, &["cluster", "failover"]), "OK");
+    }
+    eventually("every replica promoted", || {
+        replicas
+            .iter()
+            .all(|port| redis::cli(*port, &["role"]).starts_with("master"))
+    })
+    .await;
+    let started = Instant::now();
+    let deadline = started + PATIENCE * 2;
+    loop {
+        match b.hub().publish("cf", Event::new("after")).await {
+            Ok(_) => break,
+            Err(err) => assert!(Instant::now() < deadline, "publishing never resumed: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    acknowledged.push("after".to_owned());
+    println!(
+        "publishes resumed {:?} after CLUSTER FAILOVER",
+        started.elapsed()
+    );
+    let woken = within(
+        "the poll parked across the failover",
+        parked.response(false),
+    )
+    .await;
+    assert_eq!(woken.text(), "after");
+    println!("the parked poll was woken {:?} after", started.elapsed());
+    let (seen, gap) = drain(
+        a.server.addr,
+        "cf",
+        Cursor::new(start.epoch(), 0).to_string(),
+    )
+    .await;
+    assert!(!gap);
+    assert_eq!(seen, acknowledged);
+}
