@@ -846,6 +846,34 @@ async fn an_id_with_one_200_byte_event_costs_at_most_1_kb_in_redis() {
     }
     println!("one id with one 200-byte event: {total} bytes of Redis memory");
     assert!(total <= 1024, "{total} bytes");
+
+    // Each further event costs about its own size, not a node per event.
+    for _ in 1..64 {
+        node.hub()
+            .publish(
+                "small",
+                Event::new("x".repeat(200)).content_type("text/plain"),
+            )
+            .await
+            .unwrap();
+    }
+    let mut full = 0;
+    for key in ["l", "m"] {
+        let usage = redis::cli(
+            port,
+            &[
+                "MEMORY",
+                "USAGE",
+                &format!("{prefix}:{{small}}:{key}"),
+                "SAMPLES",
+                "0",
+            ],
+        );
+        full += usage.parse::<usize>().unwrap();
+    }
+    let per_event = (full - total) / 63;
+    println!("64 such events: {full} bytes, {per_event} bytes per further event");
+    assert!(per_event <= 300, "{per_event} bytes per 200-byte event");
 }
 
 #[cfg(not(feature = "redis-tls"))]
