@@ -1604,3 +1604,92 @@ async fn publishes_and_wake_ups_resume_after_a_cluster_failover() {
     assert!(!gap);
     assert_eq!(seen, acknowledged);
 }
+
+/// The port of the Cluster primary that owns `key`'s slot.
+fn primary_of(cluster: &RedisCluster, key: &str) -> u16 {
+    let any = cluster.nodes()[0].port();
+    let slot: u16 = redis::cli(any, &["cluster", "keyslot", key])
+        .parse()
+        .unwrap();
+    let nodes = redis::cli(any, &["cluster", "nodes"]);
+    for line in nodes.lines().filter(|line| line.contains("master")) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = fields[1]
+            .split(['@', ':'])
+            .nth(1)
+            .and_then(|port| port.parse().ok())
+            .unwrap();
+        for range in &fields[8..] {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            if let (Ok(low), Ok(high)) = (low.parse::<u16>(), high.parse::<u16>()) {
+                if (low..=high).contains(&slot) {
+                    return port;
+                }
+            }
+        }
+    }
+    panic!("no primary owns slot {slot}: {nodes}");
+}
+
+/// `kill -9` of the Cluster primary that holds an id: its replica takes
+/// over after the node timeout, publishes resume by themselves, and the
+/// cursor client misses nothing silently (replication is asynchronous, so
+/// an event acknowledged just before the kill may be gone; its cursor would
+/// get the gap flag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_resume_after_a_cluster_primary_is_killed() {
+    let mut cluster = RedisCluster::start(3, 1).await;
+    let url = cluster.url();
+    let prefix = unique_prefix();
+    let node = Node::start(&url, &prefix, Duration::from_secs(30)).await;
+    let start = node.hub().publish("kf", Event::new("e0")).await.unwrap();
+    let victim = primary_of(&cluster, &format!("{prefix}:{{kf}}:l"));
+    // Let the replica have e0 before the kill.
+    let replica = cluster
+        .nodes()
+        .iter()
+        .find(|server| {
+            let role = server.cli(&["role"]);
+            role.starts_with("slave") && role.contains(&victim.to_string())
+        })
+        .map(|server| server.port())
+        .expect("the victim's replica");
+    let written = redis::replication_offset(victim);
+    eventually("the replica has e0", || {
+        redis::replication_offset(replica) >= written
+    })
+    .await;
+    let killed = cluster
+        .nodes_mut()
+        .iter_mut()
+        .find(|server| server.port() == victim)
+        .unwrap();
+    killed.kill().await;
+    let started = Instant::now();
+    let deadline = started + PATIENCE * 3;
+    let mut acknowledged = vec!["e0".to_owned()];
+    loop {
+        match node.hub().publish("kf", Event::new("after")).await {
+            Ok(_) => break,
+            Err(err) => assert!(
+                Instant::now() < deadline,
+                "publishing never resumed: {err}; the cluster says {}",
+                redis::cli(replica, &["cluster", "nodes"])
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    acknowledged.push("after".to_owned());
+    println!(
+        "publishes resumed {:?} after kill -9 of a primary",
+        started.elapsed()
+    );
+    let (seen, gap) = drain(
+        node.server.addr,
+        "kf",
+        Cursor::new(start.epoch(), 0).to_string(),
+    )
+    .await;
+    assert!(!gap);
+    assert_eq!(seen, acknowledged);
+}
