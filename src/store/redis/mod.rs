@@ -146,7 +146,22 @@ impl RedisStore {
     /// server, a cluster (`ServerConfig::Clustered`) or a Sentinel set. The
     /// store sets its own timeouts and reconnection policy on it.
     pub fn builder_from_config(config: FredConfig) -> RedisStoreBuilder {
-        let mut builder = Self::builder(format!("{:?}", config.server));
+        // A URL-like name for logs and errors.
+        let scheme = if config.server.is_clustered() {
+            "redis-cluster"
+        } else if config.server.is_sentinel() {
+            "redis-sentinel"
+        } else {
+            "redis"
+        };
+        let hosts: Vec<String> = config
+            .server
+            .hosts()
+            .iter()
+            .map(|server| format!("{}:{}", server.host, server.port))
+            .collect();
+        let tls = if config.uses_tls() { " (TLS)" } else { "" };
+        let mut builder = Self::builder(format!("{scheme}://{}{tls}", hosts.join(",")));
         builder.fred = Some(config);
         builder
     }
