@@ -1693,3 +1693,110 @@ async fn publishes_resume_after_a_cluster_primary_is_killed() {
     assert!(!gap);
     assert_eq!(seen, acknowledged);
 }
+
+/// Resharding moves an id's slot to another primary while a poll for it is
+/// parked on node A: Redis drops the sharded subscriptions of that slot.
+/// Node A sees the slot map change at its next probe, subscribes again on
+/// the new owner and wakes its waiters, so node B's next publish reaches
+/// the parked poll within the probe interval + 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_ups_follow_a_slot_moved_by_resharding() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let url = cluster.url();
+    let prefix = unique_prefix();
+    let probe = Duration::from_millis(500);
+    let start_node = |url: String, prefix: String| async move {
+        let store = RedisStore::builder(&url)
+            .prefix(&prefix)
+            .probe_interval(probe)
+            .connect()
+            .await
+            .unwrap();
+        let layer = LongPollLayer::builder(Hub::builder().store(store.clone()).build())
+            .route("/poll/{client}")
+            .timeout(Duration::from_secs(30))
+            .jitter(0.0)
+            .build();
+        Node {
+            server: TestServer::start(layer).await,
+            store,
+        }
+    };
+    let a = start_node(url.clone(), prefix.clone()).await;
+    let b = start_node(url.clone(), prefix.clone()).await;
+    let start = b.hub().publish("rs", Event::new("e0")).await.unwrap();
+    let mut parked = Conn::connect(a.server.addr).await;
+    parked
+        .send("GET", &format!("/poll/rs?since={start}"), &[])
+        .await;
+    a.server.parked(1).await;
+    eventually("A subscribed", || a.store.subscribed_ids() == 1).await;
+
+    // Move the slot by hand, keys and all.
+    let key = format!("{prefix}:{{rs}}:l");
+    let source = primary_of(&cluster, &key);
+    let target = cluster
+        .nodes()
+        .iter()
+        .map(|node| node.port())
+        .find(|port| *port != source)
+        .unwrap();
+    let slot = redis::cli(source, &["cluster", "keyslot", &key]);
+    let source_id = redis::cli(source, &["cluster", "myid"]);
+    let target_id = redis::cli(target, &["cluster", "myid"]);
+    assert_eq!(
+        redis::cli(
+            target,
+            &["cluster", "setslot", &slot, "importing", &source_id]
+        ),
+        "OK"
+    );
+    assert_eq!(
+        redis::cli(
+            source,
+            &["cluster", "setslot", &slot, "migrating", &target_id]
+        ),
+        "OK"
+    );
+    let keys = redis::cli(source, &["cluster", "getkeysinslot", &slot, "100"]);
+    for key in keys.lines().filter(|key| !key.is_empty()) {
+        let moved = redis::cli(
+            source,
+            &[
+                "migrate",
+                "127.0.0.1",
+                &target.to_string(),
+                key,
+                "0",
+                "5000",
+            ],
+        );
+        assert_eq!(moved, "OK", "MIGRATE {key}");
+    }
+    for node in cluster.nodes() {
+        assert_eq!(
+            node.cli(&["cluster", "setslot", &slot, "node", &target_id]),
+            "OK"
+        );
+    }
+    assert_eq!(primary_of(&cluster, &key), target);
+
+    // The first append to a moved slot fails once (fred counts the resend
+    // after MOVED as an attempt, and an append is never resent blindly); a
+    // publisher retries, as it would after any failure.
+    let deadline = Instant::now() + PATIENCE;
+    let published = loop {
+        match b.hub().publish("rs", Event::new("moved")).await {
+            Ok(_) => break Instant::now(),
+            Err(err) => assert!(Instant::now() < deadline, "publishing failed: {err}"),
+        }
+    };
+    let woken = tokio::time::timeout(probe + Duration::from_secs(1), parked.response(false))
+        .await
+        .expect("the parked poll was not woken within the probe interval + 1 s");
+    println!(
+        "woken {:?} after the publish on the moved slot",
+        published.elapsed()
+    );
+    assert_eq!(woken.text(), "moved");
+}

@@ -443,20 +443,37 @@ fn malformed(what: &str) -> StoreError {
 }
 
 /// Runs a script by its hash, loading it when Redis has forgotten it.
+///
+/// `idempotent` scripts (a read, a commit, an append with an idempotency
+/// key) are sent once more when fred gave up resending: fred counts the
+/// resend after a `MOVED` (a slot moved to another primary) as a second
+/// attempt, and the store allows one (an append without a key must never be
+/// resent blindly), so the first command to a moved slot fails although
+/// Redis did not run it.
 async fn run(
     client: &Client,
     script: &Script,
     keys: Vec<String>,
     args: Vec<Value>,
+    idempotent: bool,
 ) -> Result<Value, StoreError> {
-    match client
-        .evalsha::<Value, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
-        .await
-    {
-        Err(err) if err.details().contains("NOSCRIPT") => client
-            .eval::<Value, _, _, _>(script.source.as_str(), keys, args)
+    let once = || async {
+        match client
+            .evalsha::<Value, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
             .await
-            .map_err(backend),
+        {
+            Err(err) if err.details().contains("NOSCRIPT") => {
+                client
+                    .eval::<Value, _, _, _>(script.source.as_str(), keys.clone(), args.clone())
+                    .await
+            }
+            other => other,
+        }
+    };
+    match once().await {
+        Err(err) if idempotent && err.details().contains("failed write attempts") => {
+            once().await.map_err(backend)
+        }
         other => other.map_err(backend),
     }
 }
@@ -675,7 +692,7 @@ impl Inner {
             millis(config.id_idle_ttl).into(),
             fastrand::u64(..).to_string().into(),
         ];
-        let reply = run(&self.client, &self.scripts.read, keys, args).await?;
+        let reply = run(&self.client, &self.scripts.read, keys, args, true).await?;
         let Value::Array(parts) = reply else {
             return Err(malformed("read"));
         };
@@ -743,7 +760,7 @@ impl Inner {
                 self.publish.into(),
                 window.into(),
             ];
-            let reply = run(&self.client, &self.scripts.append, keys, args).await?;
+            let reply = run(&self.client, &self.scripts.append, keys, args, keyed).await?;
             // The hub wakes this node's waiters of the id next: reads in
             // flight may predate the event.
             self.coalescer.woken(&id);
@@ -816,7 +833,7 @@ impl Store for RedisStore {
                 cursor.seq().to_string().into(),
                 millis(inner.config.id_idle_ttl).into(),
             ];
-            run(&inner.client, &inner.scripts.commit, keys, args).await?;
+            run(&inner.client, &inner.scripts.commit, keys, args, true).await?;
             Ok(())
         })
     }
