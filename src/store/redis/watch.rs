@@ -591,6 +591,10 @@ async fn heartbeat(
                 .filter(|channel| !known.contains(channel))
                 .cloned()
                 .collect();
+            // A primary gone from the topology: its channel is not needed.
+            for gone in known.iter().filter(|channel| !channels.contains(channel)) {
+                let _ = watches.ops.send(Op::Unsubscribe(gone.clone()));
+            }
             *known = channels.clone();
             fresh
         };
