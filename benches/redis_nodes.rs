@@ -43,7 +43,7 @@ async fn main() {
             .unwrap();
     observer.init().await.unwrap();
     observer
-        .psubscribe(format!("{prefix}:wake:*"))
+        .psubscribe(format!("{prefix}:{{*}}:w"))
         .await
         .unwrap();
     let pattern_messages = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -351,6 +351,47 @@ async fn empty_and_204_publishes_are_delivered_once_then_later_events_follow() {
     assert_eq!((reply.status, reply.text()), (StatusCode::OK, "later"));
 }
 
+/// A publisher retrying after a lost reply sends the same `Idempotency-Key`:
+/// the retry keeps nothing new (both the GRIP items form and the plain
+/// form), and the plain form answers with the first cursor.
+#[tokio::test]
+async fn a_publish_retried_with_its_idempotency_key_is_kept_once() {
+    let (_upstream, gateway) = setup(&[]).await;
+    for _ in 0..2 {
+        let published = publish(
+            &gateway,
+            r#"{"items": [{"channel": "once", "formats": {"http-response": {"body": "kept"}}}]}"#,
+            &[("idempotency-key", "k-1")],
+        )
+        .await;
+        assert_eq!(published.status, StatusCode::OK, "{}", published.text());
+    }
+    let reply = get(gateway.addr, "/hold/once").await;
+    assert_eq!(reply.text(), "kept");
+    let reply = get(gateway.addr, "/hold/once?timeout=1").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "kept twice");
+
+    let mut etags = Vec::new();
+    for _ in 0..2 {
+        let mut raw = Conn::connect(gateway.publish).await;
+        raw.send_with_body(
+            "POST",
+            "/publish/once",
+            &[("idempotency-key", "k-2")],
+            b"raw",
+        )
+        .await;
+        let reply = raw.response(false).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+        etags.push(reply.header("etag").unwrap().to_owned());
+    }
+    assert_eq!(etags[0], etags[1]);
+    let reply = get(gateway.addr, "/hold/once").await;
+    assert_eq!(reply.text(), "raw");
+    let reply = get(gateway.addr, "/hold/once?timeout=1").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "kept twice");
+}
+
 #[tokio::test]
 async fn a_hold_on_several_channels_ends_with_the_first_publish() {
     let (_upstream, gateway) = setup(&[]).await;

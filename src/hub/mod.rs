@@ -230,6 +230,7 @@ impl Hub {
     /// let retry = hub.publish_idempotent("amy", "order-17", Event::new("paid")).await.unwrap();
     /// assert_eq!(first, retry);
     /// assert_eq!(hub.stats().kept_events, 1);
+    /// assert_eq!(hub.stats().published, 1);
     /// # }
     /// ```
     pub async fn publish_idempotent(
@@ -267,18 +268,21 @@ impl Hub {
             });
         }
         let appended = match key {
-            None => inner.store.append(id, event).await,
-            Some(key) => inner
+            None => inner
                 .store
-                .append_once(id, key, event)
+                .append(id, event)
                 .await
-                .map(|(cursor, _)| cursor),
+                .map(|cursor| (cursor, true)),
+            Some(key) => inner.store.append_once(id, key, event).await,
         };
         // Even a failed append may have been kept (a reply lost with the
         // connection): waking this process's waiters to read costs little.
         let woke = inner.registry.notify(id);
-        let cursor = appended.map_err(PublishError::Store)?;
-        inner.counters.published.fetch_add(1, Ordering::Relaxed);
+        let (cursor, fresh) = appended.map_err(PublishError::Store)?;
+        if fresh {
+            // A retry that kept nothing is not another publish.
+            inner.counters.published.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::trace!(client_id = id, %cursor, "published");
         if woke {
             // Let the polls just woken answer before the publisher goes on

@@ -52,3 +52,45 @@ impl Recent {
         Ok((cursor, true))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_appends_once_within_the_window_and_again_after_it() {
+        let recent = Recent::new(Duration::from_secs(60));
+        let mut appended = 0;
+        let mut append = || -> Result<Cursor, ()> {
+            appended += 1;
+            Ok(Cursor::new(7, appended))
+        };
+        assert_eq!(
+            recent.once("a", "k", &mut append),
+            Ok((Cursor::new(7, 1), true))
+        );
+        assert_eq!(
+            recent.once("a", "k", &mut append),
+            Ok((Cursor::new(7, 1), false))
+        );
+        // Keys are per id.
+        assert_eq!(
+            recent.once("b", "k", &mut append),
+            Ok((Cursor::new(7, 2), true))
+        );
+        // A failed append remembers nothing.
+        assert_eq!(recent.once("c", "k", || Err::<Cursor, ()>(())), Err(()));
+        assert_eq!(
+            recent.once("c", "k", &mut append),
+            Ok((Cursor::new(7, 3), true))
+        );
+        // Past the window (here: no window at all) a key appends again.
+        let forgetful = Recent::new(Duration::ZERO);
+        for seq in [4, 5] {
+            assert_eq!(
+                forgetful.once("a", "k", &mut append),
+                Ok((Cursor::new(7, seq), true))
+            );
+        }
+    }
+}

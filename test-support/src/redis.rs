@@ -198,6 +198,9 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    // Replicas sync at once rather than after 5 s.
+                    "--repl-diskless-sync-delay",
+                    "0",
                     "--appendonly",
                     "no",
                 ])
@@ -225,14 +228,18 @@ impl RedisCluster {
         let cluster = RedisCluster { nodes };
         let deadline = tokio::time::Instant::now() + PATIENCE * 2;
         loop {
-            // Ok, and every replica known as one everywhere (a replica
-            // starts as an empty primary).
+            // Ok, every replica known as one everywhere (a replica starts
+            // as an empty primary), and every replica in sync with its
+            // primary (a replica that never synced does not fail over).
             let ok = cluster.nodes.iter().all(|node| {
                 let nodes = node.cli(&["cluster", "nodes"]);
+                let replication = node.cli(&["info", "replication"]);
                 node.cli(&["cluster", "info"]).contains("cluster_state:ok")
                     && nodes.lines().filter(|line| line.contains("master")).count() == primaries
                     && nodes.lines().filter(|line| line.contains("slave")).count()
                         == primaries * replicas
+                    && (replication.contains("role:master")
+                        || replication.contains("master_link_status:up"))
             });
             if ok {
                 break;
@@ -356,4 +363,17 @@ impl RedisSentinels {
     pub fn sentinels(&self) -> &[RedisServer] {
         &self.sentinels
     }
+}
+
+/// The replication offset of a primary (`master_repl_offset`) or what a
+/// replica has received of it (`slave_repl_offset`).
+pub fn replication_offset(port: u16) -> u64 {
+    let info = cli(port, &["info", "replication"]);
+    info.lines()
+        .find_map(|line| {
+            line.strip_prefix("slave_repl_offset:")
+                .or_else(|| line.strip_prefix("master_repl_offset:"))
+        })
+        .and_then(|offset| offset.trim().parse().ok())
+        .unwrap_or(0)
 }

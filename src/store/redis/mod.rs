@@ -119,9 +119,11 @@ impl RedisStore {
     /// - `redis-sentinel://[user:password@]host:port?sentinelServiceName=name&node=host:port`,
     ///   the primary that these Sentinels name.
     ///
-    /// TLS (`rediss://` and the like) is refused with an error when connecting:
-    /// this build has no TLS support for Redis, and it never falls back to
-    /// plaintext.
+    /// With the `redis-tls` feature, `rediss://` (and `rediss-cluster://`,
+    /// `rediss-sentinel://`) connect with TLS (rustls, the system's root
+    /// certificates; for a private CA build the config with
+    /// [`builder_from_config`](RedisStore::builder_from_config)). Without
+    /// it such URLs are refused when connecting, never used in plaintext.
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
@@ -144,7 +146,22 @@ impl RedisStore {
     /// server, a cluster (`ServerConfig::Clustered`) or a Sentinel set. The
     /// store sets its own timeouts and reconnection policy on it.
     pub fn builder_from_config(config: FredConfig) -> RedisStoreBuilder {
-        let mut builder = Self::builder(format!("{:?}", config.server));
+        // A URL-like name for logs and errors.
+        let scheme = if config.server.is_clustered() {
+            "redis-cluster"
+        } else if config.server.is_sentinel() {
+            "redis-sentinel"
+        } else {
+            "redis"
+        };
+        let hosts: Vec<String> = config
+            .server
+            .hosts()
+            .iter()
+            .map(|server| format!("{}:{}", server.host, server.port))
+            .collect();
+        let tls = if config.uses_tls() { " (TLS)" } else { "" };
+        let mut builder = Self::builder(format!("{scheme}://{}{tls}", hosts.join(",")));
         builder.fred = Some(config);
         builder
     }
@@ -277,18 +294,23 @@ impl RedisStoreBuilder {
             Some(config) => config.clone(),
             None => {
                 let scheme = self.url.split_once("://").map_or("", |(scheme, _)| scheme);
-                if !matches!(
-                    scheme,
+                let tls = scheme.starts_with("rediss") || scheme.starts_with("valkeys");
+                let plain = scheme
+                    .replacen("rediss", "redis", 1)
+                    .replacen("valkeys", "valkey", 1);
+                let known = matches!(
+                    plain.as_str(),
                     "redis"
                         | "redis-cluster"
                         | "redis-sentinel"
                         | "valkey"
                         | "valkey-cluster"
                         | "valkey-sentinel"
-                ) {
-                    let hint = if scheme.starts_with("rediss") || scheme.starts_with("valkeys") {
-                        "TLS is not supported by this build, and it never connects in plaintext \
-                         instead"
+                );
+                if !known || (tls && !cfg!(feature = "redis-tls")) {
+                    let hint = if known {
+                        "TLS needs the `redis-tls` feature, which this build lacks, and it never \
+                         connects in plaintext instead"
                     } else {
                         "expected a redis://, redis-cluster:// or redis-sentinel:// URL"
                     };
@@ -299,15 +321,6 @@ impl RedisStoreBuilder {
                 FredConfig::from_url(&self.url).map_err(|err| failed("use", err))?
             }
         };
-        if config.uses_tls() {
-            return Err(StoreError::Backend(
-                format!(
-                    "cannot use Redis at {url}: TLS is not supported by this build, and it never \
-                     connects in plaintext instead"
-                )
-                .into(),
-            ));
-        }
         config.fail_fast = true;
         let clustered = config.server.is_clustered();
         let policy = ReconnectPolicy::new_exponential(
@@ -430,20 +443,37 @@ fn malformed(what: &str) -> StoreError {
 }
 
 /// Runs a script by its hash, loading it when Redis has forgotten it.
+///
+/// `idempotent` scripts (a read, a commit, an append with an idempotency
+/// key) are sent once more when fred gave up resending: fred counts the
+/// resend after a `MOVED` (a slot moved to another primary) as a second
+/// attempt, and the store allows one (an append without a key must never be
+/// resent blindly), so the first command to a moved slot fails although
+/// Redis did not run it.
 async fn run(
     client: &Client,
     script: &Script,
     keys: Vec<String>,
     args: Vec<Value>,
+    idempotent: bool,
 ) -> Result<Value, StoreError> {
-    match client
-        .evalsha::<Value, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
-        .await
-    {
-        Err(err) if err.details().contains("NOSCRIPT") => client
-            .eval::<Value, _, _, _>(script.source.as_str(), keys, args)
+    let once = || async {
+        match client
+            .evalsha::<Value, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
             .await
-            .map_err(backend),
+        {
+            Err(err) if err.details().contains("NOSCRIPT") => {
+                client
+                    .eval::<Value, _, _, _>(script.source.as_str(), keys.clone(), args.clone())
+                    .await
+            }
+            other => other,
+        }
+    };
+    match once().await {
+        Err(err) if idempotent && err.details().contains("failed write attempts") => {
+            once().await.map_err(backend)
+        }
         other => other.map_err(backend),
     }
 }
@@ -662,7 +692,7 @@ impl Inner {
             millis(config.id_idle_ttl).into(),
             fastrand::u64(..).to_string().into(),
         ];
-        let reply = run(&self.client, &self.scripts.read, keys, args).await?;
+        let reply = run(&self.client, &self.scripts.read, keys, args, true).await?;
         let Value::Array(parts) = reply else {
             return Err(malformed("read"));
         };
@@ -730,7 +760,7 @@ impl Inner {
                 self.publish.into(),
                 window.into(),
             ];
-            let reply = run(&self.client, &self.scripts.append, keys, args).await?;
+            let reply = run(&self.client, &self.scripts.append, keys, args, keyed).await?;
             // The hub wakes this node's waiters of the id next: reads in
             // flight may predate the event.
             self.coalescer.woken(&id);
@@ -803,7 +833,7 @@ impl Store for RedisStore {
                 cursor.seq().to_string().into(),
                 millis(inner.config.id_idle_ttl).into(),
             ];
-            run(&inner.client, &inner.scripts.commit, keys, args).await?;
+            run(&inner.client, &inner.scripts.commit, keys, args, true).await?;
             Ok(())
         })
     }

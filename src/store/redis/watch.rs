@@ -505,6 +505,20 @@ async fn on_reconnect(link: Link) {
     }
 }
 
+/// Which primary serves which slots, as the client last saw it.
+fn slot_map(client: &Client) -> Vec<(u16, u16, String)> {
+    client
+        .cached_cluster_state()
+        .map(|state| {
+            state
+                .slots()
+                .iter()
+                .map(|range| (range.start, range.end, range.primary.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The node's heartbeat channels: one, or on a cluster one in a slot of each
 /// primary, since each primary has its own subscriber connection.
 fn heartbeat_channels(client: &Client, mode: Mode, base: &str) -> Vec<String> {
@@ -545,10 +559,27 @@ async fn heartbeat(
     // `{` opens the hash tag, so that each channel has a slot of its own.
     let base = channel_base.replacen(":hb:", ":hb:{", 1);
     let mut token = 0u64;
+    let mut slots = slot_map(&client);
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        if mode == Mode::Sharded {
+            // A slot moved to another primary (resharding, a failover)
+            // takes its sharded subscriptions with it: Redis drops them.
+            // Nothing else would tell a node that only listens.
+            if client.sync_cluster().await.is_ok() {
+                let now = slot_map(&client);
+                if now != slots {
+                    slots = now;
+                    tracing::info!("the Cluster's slots moved; subscribing again");
+                    let _ = link.subscriber.sync_cluster().await;
+                    if link.recover().await.is_none() {
+                        return;
+                    }
+                }
+            }
+        }
         let channels = heartbeat_channels(&client, mode, &base);
         let changed = {
             let Some(watches) = link.watches.upgrade() else {
@@ -560,6 +591,10 @@ async fn heartbeat(
                 .filter(|channel| !known.contains(channel))
                 .cloned()
                 .collect();
+            // A primary gone from the topology: its channel is not needed.
+            for gone in known.iter().filter(|channel| !channels.contains(channel)) {
+                let _ = watches.ops.send(Op::Unsubscribe(gone.clone()));
+            }
             *known = channels.clone();
             fresh
         };
