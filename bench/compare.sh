@@ -6,6 +6,10 @@
 #   bench/compare.sh                 # full run (about 10 minutes)
 #   bench/compare.sh --quick         # small sizes, a smoke test (about 3 minutes)
 #   SERVERS="demo nchan" SCENARIOS="hold fanout" bench/compare.sh
+#   FAN_N=5000 FAN_ROUNDS=5 SERVERS="demo nchan" SCENARIOS=fanout bench/compare.sh
+#   (every size below can be set from the environment the same way)
+#   DEMO_BIN=/tmp/demo-before SERVERS="demo nchan" SCENARIOS=churn bench/compare.sh
+#   (a demo built elsewhere, for before/after comparisons)
 #
 # Installs Debian's nginx-light, libnginx-mod-nchan, pushpin and wrk when
 # missing. Every server listens on loopback only, is started by this script
@@ -34,11 +38,11 @@ REPS=${REPS:-3}
 QUIET_WAIT=${QUIET_WAIT:-60}
 
 if [ "$QUICK" = 1 ]; then
-  HOLD_N=2000 HOLD_IDLE=3 H2_N=20000 H2_CONNS=100 FAN_N=2000 FAN_ROUNDS=3
-  UNI_N=200 UNI_RATE=1000 UNI_SECS=3 CHURN_N=1000 CHURN_C=3 WRK_SECS=3 WRK_RUNS=1
+  : "${HOLD_N:=2000}"; : "${HOLD_IDLE:=3}"; : "${H2_N:=20000}"; : "${H2_CONNS:=100}"; : "${FAN_N:=2000}"; : "${FAN_ROUNDS:=3}"
+  : "${UNI_N:=200}"; : "${UNI_RATE:=1000}"; : "${UNI_SECS:=3}"; : "${CHURN_N:=1000}"; : "${CHURN_C:=3}"; : "${WRK_SECS:=3}"; : "${WRK_RUNS:=1}"
 else
-  HOLD_N=10000 HOLD_IDLE=10 H2_N=100000 H2_CONNS=500 FAN_N=10000 FAN_ROUNDS=3
-  UNI_N=1000 UNI_RATE=2000 UNI_SECS=8 CHURN_N=5000 CHURN_C=8 WRK_SECS=8 WRK_RUNS=4
+  : "${HOLD_N:=10000}"; : "${HOLD_IDLE:=10}"; : "${H2_N:=100000}"; : "${H2_CONNS:=500}"; : "${FAN_N:=10000}"; : "${FAN_ROUNDS:=3}"
+  : "${UNI_N:=1000}"; : "${UNI_RATE:=2000}"; : "${UNI_SECS:=8}"; : "${CHURN_N:=5000}"; : "${CHURN_C:=8}"; : "${WRK_SECS:=8}"; : "${WRK_RUNS:=4}"
 fi
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -58,13 +62,19 @@ fi
 # The demo, the load generator (tools/loadgen) and the gateway (its own
 # crate, longpoll-gateway/), or GATEWAY_BIN pointing at a gateway built
 # elsewhere.
-BUILD=(-p tower-longpoll --example demo -p longpoll-loadgen)
+# Two cargo runs: with `--example demo`, cargo builds only example targets of
+# every package named, and the load generator's binary would be missing.
+BUILD=(-p longpoll-loadgen)
 if [ -z "${GATEWAY_BIN:-}" ]; then
   BUILD+=(-p longpoll-gateway)
   GATEWAY_BIN="$ROOT/target/release/longpoll-gateway"
 fi
+# DEMO_BIN runs a demo built elsewhere (a before/after comparison).
+if [ -z "${DEMO_BIN:-}" ]; then
+  cargo build --release -p tower-longpoll --example demo >&2
+  DEMO_BIN="$ROOT/target/release/examples/demo"
+fi
 cargo build --release "${BUILD[@]}" >&2
-T="$ROOT/target/release/examples"
 LOADGEN="$ROOT/target/release/loadgen"
 
 WORK=$(mktemp -d /tmp/lp-compare.XXXXXX)
@@ -147,7 +157,7 @@ GATEWAY_PORT=23106 GATEWAY_PUB=23107
 
 start_demo() {
   local extra=("$@")
-  "$T/demo" --listen "127.0.0.1:$DEMO_PORT" --timeout 300 --max-per-id 200000 \
+  "$DEMO_BIN" --listen "127.0.0.1:$DEMO_PORT" --timeout 300 --max-per-id 200000 \
     --max-waiters 1000000 $DEMO_ARGS "${extra[@]}" >"$WORK/demo.log" 2>&1 &
   SERVER_PID=$!
   STARTED+=("$SERVER_PID")

@@ -70,6 +70,10 @@ pub(crate) async fn fanout(args: &Args, n: usize, rounds: usize) -> String {
                         }
                     }
                 }
+                // Stay connected until every round is measured: closing here
+                // would put the teardown of thousands of connections into
+                // the last round's delivery times, for every server.
+                stop.cancelled().await;
                 io::Result::Ok(())
             };
             tokio::select! {
