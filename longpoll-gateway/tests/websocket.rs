@@ -253,6 +253,34 @@ async fn two_gateways_on_one_redis_reach_each_others_sockets() {
     assert_eq!(next_text(&mut on_b).await, "to all");
 }
 
+/// A backend that subscribes a socket and says so in the same answer: a
+/// publish made as soon as the client reads that reaches the socket, even
+/// when the channel's reader on this gateway has only just started (each
+/// round the socket is the channel's only one, so its reader starts anew).
+#[tokio::test]
+async fn a_publish_right_after_the_subscribe_is_not_lost() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("lp-gw-ws-{:016x}", fastrand::u64(..));
+    let backend = ws_backend().await;
+    let mut args = gateway_args();
+    args.extend_from_slice(&["--over-http", "--redis", &url, "--redis-prefix", &prefix]);
+    let gateway = Gateway::start(&backend.url, &args).await;
+    for round in 0..20 {
+        let mut client = connect(&gateway, "/chat?greet=1").await;
+        assert_eq!(next_text(&mut client).await, "subscribed");
+        publish(
+            &gateway,
+            &format!(
+                r#"{{"items": [{{"channel": "room", "formats": {{"ws-message": {{"content": "round {round}"}}}}}}]}}"#
+            ),
+        )
+        .await;
+        assert_eq!(next_text(&mut client).await, format!("round {round}"));
+        drop(client);
+        gateway.metric_is("longpoll_gateway_websockets", 0).await;
+    }
+}
+
 #[tokio::test]
 async fn shutdown_closes_sockets_with_1001() {
     let backend = ws_backend().await;

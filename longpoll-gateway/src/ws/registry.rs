@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::HeaderValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -38,7 +38,14 @@ pub struct Subscriber {
 struct Channel {
     subscribers: Vec<Subscriber>,
     relay: CancellationToken,
+    /// Turns true once the relay knows where the log ends: publishes after
+    /// that reach the channel's sockets.
+    reading: watch::Receiver<bool>,
 }
+
+/// How long a subscribe waits for its channel's relay to find the log's
+/// end (a store that does not answer must not hold the socket's session).
+const RELAY_START: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Channel → the sockets subscribed to it.
 pub struct Sockets {
@@ -72,24 +79,49 @@ impl Sockets {
     }
 
     /// Puts a socket on a channel; the first socket of a channel in this
-    /// process starts its relay.
-    pub fn subscribe(state: &Arc<State>, channel: &str, subscriber: &Subscriber) {
-        let mut channels = state.sockets.lock();
-        if let Some(entry) = channels.get_mut(channel) {
-            if !entry.subscribers.iter().any(|s| s.id == subscriber.id) {
-                entry.subscribers.push(subscriber.clone());
+    /// process starts its relay. Returns once the relay reads the channel's
+    /// log from a point after the socket joined, so that every message
+    /// published from then on reaches the socket (the backend's
+    /// subscribe-then-publish is not lost to the relay's start).
+    pub async fn subscribe(state: &Arc<State>, channel: &str, subscriber: &Subscriber) {
+        let mut reading = {
+            let mut channels = state.sockets.lock();
+            if let Some(entry) = channels.get_mut(channel) {
+                if !entry.subscribers.iter().any(|s| s.id == subscriber.id) {
+                    entry.subscribers.push(subscriber.clone());
+                }
+                entry.reading.clone()
+            } else {
+                let relay = state.sockets.shutdown.child_token();
+                let (started, reading) = watch::channel(false);
+                channels.insert(
+                    channel.into(),
+                    Channel {
+                        subscribers: vec![subscriber.clone()],
+                        relay: relay.clone(),
+                        reading: reading.clone(),
+                    },
+                );
+                tokio::spawn(run_relay(
+                    Arc::clone(state),
+                    channel.to_owned(),
+                    relay,
+                    started,
+                ));
+                reading
             }
-            return;
+        };
+        // An error means the relay ended before it started reading (the
+        // store failed, or shutdown): it has logged why; nothing to wait for.
+        if tokio::time::timeout(RELAY_START, reading.wait_for(|started| *started))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                channel,
+                "the socket log did not answer within 5 s; publishes may miss this socket until it does"
+            );
         }
-        let relay = state.sockets.shutdown.child_token();
-        channels.insert(
-            channel.into(),
-            Channel {
-                subscribers: vec![subscriber.clone()],
-                relay: relay.clone(),
-            },
-        );
-        tokio::spawn(run_relay(Arc::clone(state), channel.to_owned(), relay));
     }
 
     pub fn unsubscribe(&self, channel: &str, id: u64) {
@@ -180,10 +212,15 @@ fn decode(event: &Event) -> Option<Message> {
     })
 }
 
-/// Reads `channel` of the socket log from its end as it is now, and hands
-/// each message that follows to this process's sockets on it, until the
-/// last of them leaves.
-async fn run_relay(state: Arc<State>, channel: String, stop: CancellationToken) {
+/// Reads `channel` of the socket log from its end as it is now, says so
+/// through `started`, and hands each message that follows to this process's
+/// sockets on it, until the last of them leaves.
+async fn run_relay(
+    state: Arc<State>,
+    channel: String,
+    stop: CancellationToken,
+    started: watch::Sender<bool>,
+) {
     let hub = &state.sockets.hub;
     let read = tokio::select! {
         read = hub.store().read(&channel, ReadFrom::Start, SCAN) => read,
@@ -196,6 +233,9 @@ async fn run_relay(state: Arc<State>, channel: String, stop: CancellationToken) 
             return;
         }
     };
+    // The sockets subscribed so far joined before this read: whatever is
+    // published after `cursor` reaches them.
+    started.send_replace(true);
     loop {
         let wait = hub.wait_for(
             [(channel.as_str(), ReadFrom::Cursor(cursor))],

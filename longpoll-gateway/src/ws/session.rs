@@ -312,7 +312,7 @@ impl Socket {
         match control.get("type").and_then(Value::as_str) {
             Some("subscribe") => {
                 if let Some(channel) = channel {
-                    super::Sockets::subscribe(&self.state, channel, &self.me);
+                    super::Sockets::subscribe(&self.state, channel, &self.me).await;
                     if !self.channels.iter().any(|c| c == channel) {
                         self.channels.push(channel.to_owned());
                     }

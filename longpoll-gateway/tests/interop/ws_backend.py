@@ -16,6 +16,8 @@ Messages:
                     POSTs that follow are answered with the message "tick"
   "keep-alive"      a keep-alive control: "still here" every second
   anything else     echoed as "echo:MESSAGE user=META-USER id=CONNECTION-ID"
+With `greet` in the query, the OPEN answer also sends "subscribed" after the
+subscribe.
 A CLOSE from the client is answered with CLOSE of the same code.
 The backend refuses sockets whose Grip-Sig does not verify (403).
 """
@@ -79,6 +81,9 @@ class Handler(BaseHTTPRequestHandler):
             ws.accept()
             ws.subscribe("room")
             ws.meta["user"] = "alice"
+            if "greet" in query:
+                # In the same answer, after the subscribe.
+                ws.send("subscribed")
         while ws.can_recv():
             message = ws.recv()
             if message is None:
