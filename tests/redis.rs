@@ -1454,6 +1454,42 @@ async fn the_waiters_of_an_id_woken_together_share_one_read() {
     );
 }
 
+/// Publishes `data` on `id` until Redis acknowledges it again (it is failing
+/// over meanwhile), trying every `pause`; fails past `deadline`, with
+/// `context()` in the message. Returns how long since `started`.
+async fn publish_once_resumed(
+    hub: &Hub,
+    id: &str,
+    data: &'static str,
+    (started, deadline, pause): (Instant, Instant, Duration),
+    context: impl Fn() -> String,
+) -> Duration {
+    loop {
+        match hub.publish(id, Event::new(data)).await {
+            Ok(_) => return started.elapsed(),
+            Err(err) => assert!(
+                Instant::now() < deadline,
+                "publishing never resumed: {err}{}",
+                context()
+            ),
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Asserts that a cursor client reading `id` from the start of `start`'s
+/// epoch gets exactly `acknowledged`, in order, with no gap.
+async fn assert_every_acknowledged_event(
+    addr: std::net::SocketAddr,
+    id: &str,
+    start: Cursor,
+    acknowledged: &[String],
+) {
+    let (seen, gap) = drain(addr, id, Cursor::new(start.epoch(), 0).to_string()).await;
+    assert!(!gap);
+    assert_eq!(seen, acknowledged);
+}
+
 /// `SENTINEL FAILOVER` while a client follows an id with its cursor: the
 /// node finds the new primary by itself (the old one answers `READONLY`),
 /// publishes resume within seconds, and every acknowledged event reaches
@@ -1495,27 +1531,15 @@ async fn publishes_resume_after_a_sentinel_failover() {
     }
     assert_ne!(sentinels.primary_port(), first, "no failover happened");
     // Publishes work on the new primary.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match node.hub().publish("fo", Event::new("last")).await {
-            Ok(_) => break,
-            Err(err) => assert!(Instant::now() < deadline, "publishing never resumed: {err}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    acknowledged.push("last".to_owned());
-    println!(
-        "publishes resumed {:?} after SENTINEL FAILOVER",
-        started.elapsed()
+    let timing = (
+        started,
+        Instant::now() + PATIENCE,
+        Duration::from_millis(50),
     );
-    let (seen, gap) = drain(
-        node.server.addr,
-        "fo",
-        Cursor::new(start.epoch(), 0).to_string(),
-    )
-    .await;
-    assert!(!gap);
-    assert_eq!(seen, acknowledged);
+    let resumed = publish_once_resumed(node.hub(), "fo", "last", timing, String::new).await;
+    acknowledged.push("last".to_owned());
+    println!("publishes resumed {resumed:?} after SENTINEL FAILOVER");
+    assert_every_acknowledged_event(node.server.addr, "fo", start, &acknowledged).await;
 }
 
 /// `CLUSTER FAILOVER` on every replica of a Cluster while a client follows
@@ -1575,19 +1599,10 @@ async fn publishes_and_wake_ups_resume_after_a_cluster_failover() {
     })
     .await;
     let started = Instant::now();
-    let deadline = started + PATIENCE * 2;
-    loop {
-        match b.hub().publish("cf", Event::new("after")).await {
-            Ok(_) => break,
-            Err(err) => assert!(Instant::now() < deadline, "publishing never resumed: {err}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let timing = (started, started + PATIENCE * 2, Duration::from_millis(50));
+    let resumed = publish_once_resumed(b.hub(), "cf", "after", timing, String::new).await;
     acknowledged.push("after".to_owned());
-    println!(
-        "publishes resumed {:?} after CLUSTER FAILOVER",
-        started.elapsed()
-    );
+    println!("publishes resumed {resumed:?} after CLUSTER FAILOVER");
     let woken = within(
         "the poll parked across the failover",
         parked.response(false),
@@ -1595,14 +1610,7 @@ async fn publishes_and_wake_ups_resume_after_a_cluster_failover() {
     .await;
     assert_eq!(woken.text(), "after");
     println!("the parked poll was woken {:?} after", started.elapsed());
-    let (seen, gap) = drain(
-        a.server.addr,
-        "cf",
-        Cursor::new(start.epoch(), 0).to_string(),
-    )
-    .await;
-    assert!(!gap);
-    assert_eq!(seen, acknowledged);
+    assert_every_acknowledged_event(a.server.addr, "cf", start, &acknowledged).await;
 }
 
 /// The port of the Cluster primary that owns `key`'s slot.
@@ -1666,32 +1674,17 @@ async fn publishes_resume_after_a_cluster_primary_is_killed() {
         .unwrap();
     killed.kill().await;
     let started = Instant::now();
-    let deadline = started + PATIENCE * 3;
-    let mut acknowledged = vec!["e0".to_owned()];
-    loop {
-        match node.hub().publish("kf", Event::new("after")).await {
-            Ok(_) => break,
-            Err(err) => assert!(
-                Instant::now() < deadline,
-                "publishing never resumed: {err}; the cluster says {}",
-                redis::cli(replica, &["cluster", "nodes"])
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    acknowledged.push("after".to_owned());
-    println!(
-        "publishes resumed {:?} after kill -9 of a primary",
-        started.elapsed()
-    );
-    let (seen, gap) = drain(
-        node.server.addr,
-        "kf",
-        Cursor::new(start.epoch(), 0).to_string(),
-    )
+    let timing = (started, started + PATIENCE * 3, Duration::from_millis(100));
+    let resumed = publish_once_resumed(node.hub(), "kf", "after", timing, || {
+        format!(
+            "; the cluster says {}",
+            redis::cli(replica, &["cluster", "nodes"])
+        )
+    })
     .await;
-    assert!(!gap);
-    assert_eq!(seen, acknowledged);
+    let acknowledged = ["e0".to_owned(), "after".to_owned()];
+    println!("publishes resumed {resumed:?} after kill -9 of a primary");
+    assert_every_acknowledged_event(node.server.addr, "kf", start, &acknowledged).await;
 }
 
 /// Resharding moves an id's slot to another primary while a poll for it is

@@ -160,49 +160,13 @@ async fn keepalives_can_be_text_or_any_response() {
     assert!(reply.header("etag").is_some());
 }
 
-/// A store whose reads never answer: the failure being simulated, around
-/// the real in-memory store.
-struct ReadsNeverAnswer(tower_longpoll::store::MemoryStore);
-
-impl tower_longpoll::store::Store for ReadsNeverAnswer {
-    fn append(
-        &self,
-        id: &str,
-        event: Event,
-    ) -> tower_longpoll::store::StoreFuture<
-        Result<tower_longpoll::Cursor, tower_longpoll::store::StoreError>,
-    > {
-        self.0.append(id, event)
-    }
-
-    fn read(
-        &self,
-        _id: &str,
-        _from: tower_longpoll::store::ReadFrom,
-        _max_events: usize,
-    ) -> tower_longpoll::store::StoreFuture<
-        Result<tower_longpoll::store::ReadResult, tower_longpoll::store::StoreError>,
-    > {
-        tower_longpoll::store::StoreFuture::new(std::future::pending())
-    }
-
-    fn commit(
-        &self,
-        id: &str,
-        cursor: tower_longpoll::Cursor,
-    ) -> tower_longpoll::store::StoreFuture<Result<(), tower_longpoll::store::StoreError>> {
-        self.0.commit(id, cursor)
-    }
-
-    fn stats(&self) -> tower_longpoll::store::StoreStats {
-        self.0.stats()
-    }
-}
-
 #[tokio::test]
 async fn a_store_that_never_answers_gets_a_503_past_the_deadline_and_a_grace() {
     let hub = Hub::builder()
-        .store(ReadsNeverAnswer(tower_longpoll::store::MemoryStore::new()))
+        .store(DelayedReads(
+            tower_longpoll::store::MemoryStore::new(),
+            None,
+        ))
         .build();
     let server = TestServer::start(layer(&hub, Duration::from_millis(200), 0.0)).await;
     for path in ["/poll/ann", "/poll/ann?timeout=0"] {
@@ -219,10 +183,11 @@ async fn a_store_that_never_answers_gets_a_503_past_the_deadline_and_a_grace() {
     assert_eq!(hub.stats().parked, 0);
 }
 
-/// A store whose reads answer late, around the real in-memory store.
-struct SlowReads(tower_longpoll::store::MemoryStore, Duration);
+/// A store whose reads answer late (`Some`) or never (`None`): the failure
+/// being simulated, around the real in-memory store.
+struct DelayedReads(tower_longpoll::store::MemoryStore, Option<Duration>);
 
-impl tower_longpoll::store::Store for SlowReads {
+impl tower_longpoll::store::Store for DelayedReads {
     fn append(
         &self,
         id: &str,
@@ -241,7 +206,10 @@ impl tower_longpoll::store::Store for SlowReads {
     ) -> tower_longpoll::store::StoreFuture<
         Result<tower_longpoll::store::ReadResult, tower_longpoll::store::StoreError>,
     > {
-        let (store, delay, id) = (self.0.clone(), self.1, id.to_owned());
+        let Some(delay) = self.1 else {
+            return tower_longpoll::store::StoreFuture::new(std::future::pending());
+        };
+        let (store, id) = (self.0.clone(), id.to_owned());
         tower_longpoll::store::StoreFuture::new(async move {
             tokio::time::sleep(delay).await;
             store.read(&id, from, max_events).await
@@ -266,9 +234,9 @@ impl tower_longpoll::store::Store for SlowReads {
 #[tokio::test]
 async fn a_first_read_answering_within_the_grace_gets_its_keepalive_at_once() {
     let hub = Hub::builder()
-        .store(SlowReads(
+        .store(DelayedReads(
             tower_longpoll::store::MemoryStore::new(),
-            Duration::from_millis(300),
+            Some(Duration::from_millis(300)),
         ))
         .build();
     let server = TestServer::start(layer(&hub, Duration::from_millis(100), 0.0)).await;
