@@ -4,7 +4,9 @@
 //! that answers with events read by [`Hub::wait_for`].
 //!
 //! An event with bytes is committed when the connection first polls the body
-//! for them. hyper never polls an empty body (nor the body of a `204`, a
+//! for them: the commit starts then, and a commit that does not complete at
+//! once (a store's round trip) finishes in a task of its own while the bytes
+//! are written. hyper never polls an empty body (nor the body of a `204`, a
 //! `304` or a `HEAD` answer), so an event without bytes is committed as its
 //! response is handed over: the layer's response future records it before it
 //! yields the response.
@@ -57,7 +59,7 @@ impl<B> LongPollBody<B> {
 }
 
 /// A body made by the layer: a single chunk, and, for an event, the commit
-/// of its cursor as the id's delivery position just before the chunk is
+/// of its cursor as the id's delivery position, started as the chunk is
 /// handed over.
 pub(crate) struct ReplyBody {
     data: Option<Bytes>,
@@ -96,6 +98,25 @@ impl ReplyBody {
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+        if self.data.is_some() && self.poll_commit(cx).is_pending() {
+            // The commit goes on by itself while the bytes are written:
+            // holding them for it (a round trip to Redis) would make hyper
+            // flush the head alone and send the bytes in a second segment,
+            // which Nagle's algorithm holds until the client acknowledges the
+            // first (up to 40 ms on a socket without TCP_NODELAY). It cannot
+            // stay in the body: hyper drops a body once its length is written.
+            let runtime = tokio::runtime::Handle::try_current();
+            match (runtime, self.commit.take()) {
+                (Ok(runtime), Some(commit)) => {
+                    runtime.spawn(commit.finish());
+                }
+                (_, commit) => {
+                    // Outside a runtime: the bytes wait for the commit.
+                    self.commit = commit;
+                    return Poll::Pending;
+                }
+            }
+        }
         ready!(self.poll_commit(cx));
         Poll::Ready(self.data.take().map(Frame::data))
     }
@@ -142,6 +163,11 @@ impl Commit {
             pending: None,
             done: false,
         }
+    }
+
+    /// Drives the commit to its end, detached from the body.
+    async fn finish(mut self) {
+        std::future::poll_fn(|cx| self.poll_commit(cx)).await;
     }
 
     fn poll_commit(&mut self, cx: &mut Context<'_>) -> Poll<()> {

@@ -128,3 +128,102 @@ async fn bodiless_events_are_delivered_once_and_the_next_ones_follow() {
     assert_eq!(next.cursor(), later.to_string());
     assert_eq!(server.hub.stats().delivered, 4);
 }
+
+/// A store whose commits wait for `release` (as a commit to Redis waits for
+/// its round trip), around the real in-memory store.
+struct HeldCommits {
+    store: tower_longpoll::store::MemoryStore,
+    release: std::sync::Arc<tokio::sync::Notify>,
+    committed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tower_longpoll::store::Store for HeldCommits {
+    fn append(
+        &self,
+        id: &str,
+        event: Event,
+    ) -> tower_longpoll::store::StoreFuture<
+        Result<tower_longpoll::Cursor, tower_longpoll::store::StoreError>,
+    > {
+        self.store.append(id, event)
+    }
+
+    fn read(
+        &self,
+        id: &str,
+        from: tower_longpoll::store::ReadFrom,
+        max_events: usize,
+    ) -> tower_longpoll::store::StoreFuture<
+        Result<tower_longpoll::store::ReadResult, tower_longpoll::store::StoreError>,
+    > {
+        self.store.read(id, from, max_events)
+    }
+
+    fn commit(
+        &self,
+        id: &str,
+        cursor: tower_longpoll::Cursor,
+    ) -> tower_longpoll::store::StoreFuture<Result<(), tower_longpoll::store::StoreError>> {
+        let (store, id) = (self.store.clone(), id.to_owned());
+        let (release, committed) = (self.release.clone(), self.committed.clone());
+        tower_longpoll::store::StoreFuture::new(async move {
+            release.notified().await;
+            let result = store.commit(&id, cursor).await;
+            committed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            result
+        })
+    }
+
+    fn stats(&self) -> tower_longpoll::store::StoreStats {
+        self.store.stats()
+    }
+}
+
+/// An event's bytes go out without waiting for its commit: a body that
+/// waited for a commit's round trip made hyper send the head and the bytes
+/// in two segments, and Nagle's algorithm held the second until the client
+/// acknowledged the first (40 ms an event where the server's sockets lack
+/// TCP_NODELAY, as `axum::serve` leaves them). The commit still completes,
+/// and the delivery position then moves past the event.
+#[tokio::test]
+async fn an_events_bytes_go_out_while_its_commit_is_in_flight() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let committed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = HeldCommits {
+        store: tower_longpoll::store::MemoryStore::new(),
+        release: release.clone(),
+        committed: committed.clone(),
+    };
+    let hub = Hub::builder().store(store).build();
+    let layer = LongPollLayer::builder(hub.clone())
+        .route("/poll/{client}")
+        .timeout(Duration::from_secs(20))
+        .build();
+    let server = TestServer::start(layer).await;
+    hub.publish("held", Event::new("first")).await.unwrap();
+    hub.publish("held", Event::new("second")).await.unwrap();
+
+    let mut conn = Conn::connect(server.addr).await;
+    conn.send("GET", "/poll/held", &[]).await;
+    let reply = support::within("the event, its commit held", conn.response(false)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "first");
+    assert_eq!(committed.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    release.notify_one();
+    support::eventually("the commit done", || {
+        committed.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    // The same connection serves the next poll, from the moved position.
+    conn.send("GET", "/poll/held?timeout=0", &[]).await;
+    let release_next = release.clone();
+    let next = tokio::spawn(async move {
+        let reply = conn.response(false).await;
+        (reply.status, reply.text().to_owned())
+    });
+    release_next.notify_one();
+    let (status, text) = support::within("the next event", next).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text, "second");
+}

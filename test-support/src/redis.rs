@@ -272,6 +272,55 @@ impl RedisCluster {
     pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
         &mut self.nodes
     }
+
+    /// The port of the primary that owns `key`'s slot, as the first node
+    /// that answers sees it.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        let any = self
+            .nodes
+            .iter()
+            .find(|node| node.pid().is_some())
+            .expect("a node running")
+            .port();
+        let slot: u16 = cli(any, &["cluster", "keyslot", key])
+            .parse()
+            .expect("a slot");
+        let nodes = cli(any, &["cluster", "nodes"]);
+        for line in nodes
+            .lines()
+            .filter(|line| line.contains("master") && !line.contains("fail"))
+        {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields[1]
+                .split(['@', ':'])
+                .nth(1)
+                .and_then(|port| port.parse().ok())
+                .expect("a port");
+            for range in fields.iter().skip(8) {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(low), Ok(high)) = (low.parse::<u16>(), high.parse::<u16>()) {
+                    if (low..=high).contains(&slot) {
+                        return port;
+                    }
+                }
+            }
+        }
+        panic!("no primary owns slot {slot}: {nodes}");
+    }
+
+    /// The port of a replica of the primary on `primary`.
+    pub fn replica_of(&self, primary: u16) -> u16 {
+        self.nodes
+            .iter()
+            .filter(|node| node.pid().is_some())
+            .find(|node| {
+                let role = node.cli(&["role"]);
+                role.starts_with("slave")
+                    && role.lines().any(|line| line.trim() == primary.to_string())
+            })
+            .map(RedisServer::port)
+            .expect("a replica of that primary")
+    }
 }
 
 /// A primary, a replica of it, and three Sentinels watching it under the
@@ -288,10 +337,14 @@ impl RedisSentinels {
     /// Starts them and waits until every Sentinel knows the replica and
     /// the other Sentinels.
     pub async fn start() -> RedisSentinels {
-        let primary = RedisServer::start(&["--appendonly", "no"]).await;
+        // Replicas sync at once rather than after 5 s, after the failover too.
+        let primary =
+            RedisServer::start(&["--appendonly", "no", "--repl-diskless-sync-delay", "0"]).await;
         let replica = RedisServer::start(&[
             "--appendonly",
             "no",
+            "--repl-diskless-sync-delay",
+            "0",
             "--replicaof",
             "127.0.0.1",
             &primary.port().to_string(),

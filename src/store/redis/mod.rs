@@ -49,8 +49,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, ClusterInterface, LuaInterface};
-use fred::types::Value;
 use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy, UnresponsiveConfig};
+use fred::types::{ClusterHash, CustomCommand, Value};
 use tokio::task::JoinHandle;
 
 use self::coalesce::{Coalescer, Role};
@@ -83,6 +83,7 @@ pub struct RedisStoreBuilder {
     stats_interval: Duration,
     probe_interval: Duration,
     idempotency_window: Duration,
+    replicas: Option<(u32, Duration)>,
 }
 
 struct Inner {
@@ -139,6 +140,7 @@ impl RedisStore {
             stats_interval: Duration::from_secs(10),
             probe_interval: Duration::from_secs(2),
             idempotency_window: Duration::from_secs(5 * 60),
+            replicas: None,
         }
     }
 
@@ -271,6 +273,25 @@ impl RedisStoreBuilder {
     /// minutes): a retry with the same key within it gets the first cursor.
     pub fn idempotency_window(mut self, window: Duration) -> Self {
         self.idempotency_window = window.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Acknowledges a publish only once `replicas` replicas of the primary
+    /// that took it have it too, waiting at most `timeout` (Redis `WAIT`,
+    /// sent right behind the append on the same connection). Off by
+    /// default: replication is asynchronous, so a primary that dies (`kill
+    /// -9`, a host lost) before its replica has the newest events takes them
+    /// with it, although their publishes were acknowledged. With one
+    /// replica per primary and `wait_for_replicas(1, …)`, a failover to that
+    /// replica keeps every acknowledged event.
+    ///
+    /// A publish that the replicas do not confirm in time fails with an
+    /// error although its event was appended (and may be delivered): retry
+    /// it with the same idempotency key, and it is acknowledged once the
+    /// replicas have it, never appended twice. Each publish then costs a
+    /// round trip to a replica; see `docs/scaling.md`.
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicas = (replicas > 0).then_some((replicas, timeout));
         self
     }
 
@@ -442,40 +463,123 @@ fn malformed(what: &str) -> StoreError {
     StoreError::Backend(format!("unexpected reply from Redis: {what}").into())
 }
 
-/// Runs a script by its hash, loading it when Redis has forgotten it.
+/// Runs a script by its hash, loading it when Redis has forgotten it, and
+/// with `wait` (replicas, timeout) sends `WAIT` right behind it on the same
+/// connection, returning the script's reply and how many replicas confirmed.
 ///
-/// `idempotent` scripts (a read, a commit, an append with an idempotency
-/// key) are sent once more when fred gave up resending: fred counts the
-/// resend after a `MOVED` (a slot moved to another primary) as a second
-/// attempt, and the store allows one (an append without a key must never be
-/// resent blindly), so the first command to a moved slot fails although
-/// Redis did not run it.
+/// Every script may be sent twice (an append carries an attempt token, so
+/// a second send is answered with the first one's result): fred counts the
+/// resend after a `MOVED` (a slot moved to another primary) as an attempt,
+/// and the store allows one so that fred never resends on its own after a
+/// connection drop, so the first command to a moved slot fails although
+/// Redis did not run it. The store sends it once more itself.
 async fn run(
     client: &Client,
     script: &Script,
     keys: Vec<String>,
     args: Vec<Value>,
-    idempotent: bool,
-) -> Result<Value, StoreError> {
+    wait: Option<(u32, Duration)>,
+) -> Result<(Value, Option<u64>), StoreError> {
     let once = || async {
-        match client
-            .evalsha::<Value, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
-            .await
-        {
-            Err(err) if err.details().contains("NOSCRIPT") => {
-                client
-                    .eval::<Value, _, _, _>(script.source.as_str(), keys.clone(), args.clone())
-                    .await
+        let reply = match wait {
+            None => send(client, script, &keys, &args, false)
+                .await
+                .map(|reply| (reply, None)),
+            Some((replicas, timeout)) => {
+                send_and_wait(client, script, &keys, &args, replicas, timeout).await
             }
+        };
+        match reply {
+            Err(err) if err.details().contains("NOSCRIPT") => match wait {
+                None => send(client, script, &keys, &args, true)
+                    .await
+                    .map(|reply| (reply, None)),
+                Some((replicas, timeout)) => {
+                    // `EVAL` loads it; the `WAIT` after it goes to the same
+                    // connection, so it covers the script's writes.
+                    let reply = send(client, script, &keys, &args, true).await?;
+                    let confirmed = client
+                        .custom::<Value, _>(wait_command(&keys), wait_args(replicas, timeout))
+                        .await?;
+                    Ok((reply, parse_u64(&confirmed)))
+                }
+            },
             other => other,
         }
     };
     match once().await {
-        Err(err) if idempotent && err.details().contains("failed write attempts") => {
+        Err(err) if err.details().contains("failed write attempts") => {
             once().await.map_err(backend)
         }
         other => other.map_err(backend),
     }
+}
+
+/// `WAIT`, to the node that owns the keys' slot. Not a blocking command
+/// for fred: other commands may queue behind it on the connection (Redis
+/// answers them after it) instead of fred holding them back.
+fn wait_command(keys: &[String]) -> CustomCommand {
+    let slot = fred::util::redis_keyslot(keys[0].as_bytes());
+    CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false)
+}
+
+fn wait_args(replicas: u32, timeout: Duration) -> Vec<Value> {
+    vec![
+        Value::from(i64::from(replicas)),
+        Value::from(millis(timeout)),
+    ]
+}
+
+/// `EVALSHA` (or `EVAL` with the source).
+async fn send(
+    client: &Client,
+    script: &Script,
+    keys: &[String],
+    args: &[Value],
+    source: bool,
+) -> Result<Value, fred::error::Error> {
+    if source {
+        client
+            .eval(script.source.as_str(), keys.to_vec(), args.to_vec())
+            .await
+    } else {
+        client
+            .evalsha(script.sha1.as_str(), keys.to_vec(), args.to_vec())
+            .await
+    }
+}
+
+/// `EVALSHA` and `WAIT` in one pipeline, to the node that owns the keys'
+/// slot: `WAIT` counts the replicas that have every write made on its
+/// connection so far, the script's included.
+async fn send_and_wait(
+    client: &Client,
+    script: &Script,
+    keys: &[String],
+    args: &[Value],
+    replicas: u32,
+    timeout: Duration,
+) -> Result<(Value, Option<u64>), fred::error::Error> {
+    let slot = fred::util::redis_keyslot(keys[0].as_bytes());
+    let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
+    let mut script_args = Vec::with_capacity(2 + keys.len() + args.len());
+    script_args.push(Value::from(script.sha1.as_str()));
+    script_args.push(Value::from(keys.len() as i64));
+    script_args.extend(keys.iter().map(|key| Value::from(key.as_str())));
+    script_args.extend(args.iter().cloned());
+    let pipeline = client.pipeline();
+    let _: () = pipeline.custom(evalsha, script_args).await?;
+    let _: () = pipeline
+        .custom(wait_command(keys), wait_args(replicas, timeout))
+        .await?;
+    let mut replies = pipeline.try_all::<Value>().await.into_iter();
+    let reply = replies.next().unwrap_or_else(|| Ok(Value::Null))?;
+    let confirmed = match replies.next() {
+        Some(Ok(value)) => parse_u64(&value),
+        Some(Err(err)) => return Err(err),
+        None => None,
+    };
+    Ok((reply, confirmed))
 }
 
 /// Headers as `name: value` lines: a header value holds no CR or LF, so a
@@ -692,7 +796,7 @@ impl Inner {
             millis(config.id_idle_ttl).into(),
             fastrand::u64(..).to_string().into(),
         ];
-        let reply = run(&self.client, &self.scripts.read, keys, args, true).await?;
+        let (reply, _) = run(&self.client, &self.scripts.read, keys, args, None).await?;
         let Value::Array(parts) = reply else {
             return Err(malformed("read"));
         };
@@ -729,6 +833,9 @@ impl Inner {
         // empty name: a script's keys must all be in the id's slot.
         let keys = self.keys(id, Some(idempotency_key.unwrap_or("")));
         let keyed = idempotency_key.is_some();
+        // The same for every send of this append: a resend after a `MOVED`
+        // or a lost reply is answered with what the first send got.
+        let attempt = format!("{:016x}", fastrand::u64(..));
         let channel = format!("{}:{{{id}}}:w", self.config.prefix);
         let id = id.to_owned();
         StoreFuture::new(async move {
@@ -759,11 +866,28 @@ impl Inner {
                 Value::Bytes(encode_headers(event.headers_value())),
                 self.publish.into(),
                 window.into(),
+                attempt.into(),
             ];
-            let reply = run(&self.client, &self.scripts.append, keys, args, keyed).await?;
+            let wait = config.replicas;
+            let (reply, confirmed) =
+                run(&self.client, &self.scripts.append, keys, args, wait).await?;
             // The hub wakes this node's waiters of the id next: reads in
             // flight may predate the event.
             self.coalescer.woken(&id);
+            if let (Some((replicas, timeout)), Some(confirmed)) = (wait, confirmed) {
+                if confirmed < u64::from(replicas) {
+                    // The event is in the log (and may be delivered) but
+                    // would be lost if the primary failed now.
+                    return Err(StoreError::Backend(
+                        format!(
+                            "the event was appended, but {confirmed} of the {replicas} \
+                             replicas asked for confirmed it within {timeout:?}; retry \
+                             the publish with its idempotency key"
+                        )
+                        .into(),
+                    ));
+                }
+            }
             let Value::Array(parts) = reply else {
                 return Err(malformed("append"));
             };
@@ -833,7 +957,7 @@ impl Store for RedisStore {
                 cursor.seq().to_string().into(),
                 millis(inner.config.id_idle_ttl).into(),
             ];
-            run(&inner.client, &inner.scripts.commit, keys, args, true).await?;
+            run(&inner.client, &inner.scripts.commit, keys, args, None).await?;
             Ok(())
         })
     }

@@ -16,7 +16,10 @@
 //! - `P:{ID}:m`, a hash: `e` the epoch (decimal u64, kept as a string since
 //!   Lua numbers are doubles), `q` the last sequence number given, `d` the
 //!   last sequence number committed, `t` the sequence number of the newest
-//!   event dropped from the list (expired or over capacity);
+//!   event dropped from the list (expired or over capacity), `a` the
+//!   attempt tokens of the last few appends with their sequence numbers
+//!   (`token=seq,…`, newest first), so that an append sent again is
+//!   answered, not applied twice;
 //! - `P:{ID}:w`, the channel a node subscribes to while it holds polls for
 //!   `ID` (a sharded channel on a cluster);
 //! - `P:{ID}:i:<key>`, the cursor a publish with an idempotency key got, for
@@ -85,10 +88,15 @@ local function touch(idle_ttl_ms)
 end
 "#;
 
+/// How many appends' attempt tokens the meta hash keeps: a resend comes
+/// within milliseconds of its first try, a few appends later at most.
+const ATTEMPTS_KEPT: usize = 4;
+
 /// KEYS: log, meta, idempotency key (or any key of the id's slot).
 /// ARGV: data, content type, capacity, event TTL ms, idle TTL ms, epoch
 /// candidate, wake channel, wake message, status, headers, publish command
-/// (`PUBLISH` or `SPUBLISH`), idempotency window ms (0: no key).
+/// (`PUBLISH` or `SPUBLISH`), idempotency window ms (0: no key), attempt
+/// token (hex; the same for every send of one append).
 /// Returns `{epoch, seq, 1 if it was appended now / 0 if a retry}`.
 const APPEND: &str = r#"
 local window = tonumber(ARGV[12])
@@ -101,9 +109,23 @@ if window > 0 then
     end
   end
 end
+local token = ARGV[13]
+local attempts = redis.call('HGET', meta, 'a')
+if attempts then
+  local seq = string.match(attempts, token .. '=(%d+)')
+  if seq then
+    return {redis.call('HGET', meta, 'e'), seq, 0}
+  end
+end
 local epoch = open(ARGV[6])
 local last = tonumber(redis.call('HGET', meta, 'q'))
 local seq = string.format('%d', math.max(last + 1, now_us))
+local kept, count = token .. '=' .. seq, 1
+for attempt in string.gmatch(attempts or '', '[^,]+') do
+  if count == ATTEMPTS_KEPT then break end
+  kept, count = kept .. ',' .. attempt, count + 1
+end
+redis.call('HSET', meta, 'a', kept)
 redis.call('RPUSH', log, string.format('%s,%d,%d,%d,%d;', seq, now, #ARGV[2], #ARGV[9], #ARGV[10])
   .. ARGV[2] .. ARGV[9] .. ARGV[10] .. ARGV[1])
 redis.call('HSET', meta, 'q', seq)
@@ -144,9 +166,14 @@ local n = redis.call('LLEN', log)
 
 -- The index of the first entry after `seq`, and whether this log ever had
 -- `seq`: the log's start (`trimmed`), an entry, or nothing kept after it.
+-- A `seq` the log never had but within or past its kept range is from a
+-- history Redis lost: sequence numbers come from the clock, so the entries
+-- after it are the ones published since that history was lost (the client
+-- has the older ones already).
 local function after(seq)
   if seq == trimmed then return 0, true end
-  if seq < trimmed or seq > last then return 0, false end
+  if seq < trimmed then return 0, false end
+  if seq > last then return n, false end
   local lo, hi = 0, n
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
@@ -161,7 +188,7 @@ if ARGV[1] == 'c' then
   position = ARGV[3]
   if ARGV[2] == epoch then
     local index, known = after(tonumber(ARGV[3]))
-    if known then from = index else gap = true end
+    from, gap = index, not known
   else
     gap = true
   end
@@ -240,7 +267,10 @@ pub(super) struct Scripts {
 impl Scripts {
     pub(super) fn new() -> Scripts {
         Scripts {
-            append: Script::new(APPEND, true),
+            append: Script::new(
+                &APPEND.replace("ATTEMPTS_KEPT", &ATTEMPTS_KEPT.to_string()),
+                true,
+            ),
             read: Script::new(READ, true),
             commit: Script::new(COMMIT, true),
             count: Script::new(COUNT, false),
