@@ -166,7 +166,13 @@ impl Meters {
             let mut clients = Vec::new();
             for port in ports {
                 let config = Config::from_url(&format!("redis://127.0.0.1:{port}")).unwrap();
-                let client = fred::types::Builder::from_config(config).build().unwrap();
+                let client = fred::types::Builder::from_config(config)
+                    // No sample waits forever on a Redis that stopped answering.
+                    .with_performance_config(|performance| {
+                        performance.default_command_timeout = PATIENCE;
+                    })
+                    .build()
+                    .unwrap();
                 client.init().await.unwrap();
                 clients.push(client);
             }
