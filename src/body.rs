@@ -3,13 +3,11 @@
 //! to the connection; and [`DeliveryBody`], the same delivery body for code
 //! that answers with events read by [`Hub::wait_for`].
 //!
-//! An event with bytes is committed when the connection first polls the body
-//! for them: the commit starts then, and a commit that does not complete at
-//! once (a store's round trip) finishes in a task of its own while the bytes
-//! are written. hyper never polls an empty body (nor the body of a `204`, a
-//! `304` or a `HEAD` answer), so an event without bytes is committed as its
-//! response is handed over: the layer's response future records it before it
-//! yields the response.
+//! An event is committed as its response is handed over: the layer's
+//! response future records the delivery before it yields the response.
+//! hyper never polls an empty body (nor the body of a `204`, a `304` or a
+//! `HEAD` answer), and a body whose bytes are ready at its first poll goes
+//! out in one write with the head.
 
 use std::fmt;
 use std::future::Future;
@@ -59,8 +57,9 @@ impl<B> LongPollBody<B> {
 }
 
 /// A body made by the layer: a single chunk, and, for an event, the commit
-/// of its cursor as the id's delivery position, started as the chunk is
-/// handed over.
+/// of its cursor as the id's delivery position, made as the response is
+/// handed over (or, for a `DeliveryBody` its owner did not commit, at the
+/// body's first poll).
 pub(crate) struct ReplyBody {
     data: Option<Bytes>,
     commit: Option<Commit>,
@@ -98,25 +97,8 @@ impl ReplyBody {
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
-        if self.data.is_some() && self.poll_commit(cx).is_pending() {
-            // The commit goes on by itself while the bytes are written:
-            // holding them for it (a round trip to Redis) would make hyper
-            // flush the head alone and send the bytes in a second segment,
-            // which Nagle's algorithm holds until the client acknowledges the
-            // first (up to 40 ms on a socket without TCP_NODELAY). It cannot
-            // stay in the body: hyper drops a body once its length is written.
-            let runtime = tokio::runtime::Handle::try_current();
-            match (runtime, self.commit.take()) {
-                (Ok(runtime), Some(commit)) => {
-                    runtime.spawn(commit.finish());
-                }
-                (_, commit) => {
-                    // Outside a runtime: the bytes wait for the commit.
-                    self.commit = commit;
-                    return Poll::Pending;
-                }
-            }
-        }
+        // Committed at the hand-over already, unless the owner of a
+        // `DeliveryBody` did not commit it.
         ready!(self.poll_commit(cx));
         Poll::Ready(self.data.take().map(Frame::data))
     }
@@ -130,13 +112,16 @@ impl ReplyBody {
         Poll::Ready(())
     }
 
-    /// Called as the response is handed over: an event without bytes is
-    /// committed now, because its body will not be polled.
+    /// Called as the response is handed over: the event is committed now.
+    /// An event without bytes must be (hyper will not poll its body), and
+    /// one with bytes then has them ready at the body's first poll, so hyper
+    /// writes the head and the bytes together: a body that waited for a
+    /// commit's round trip (Redis) made hyper flush the head alone, and
+    /// Nagle's algorithm held the bytes until the client acknowledged it (up
+    /// to 40 ms on a socket without TCP_NODELAY, as `axum::serve` leaves
+    /// them).
     pub(crate) fn poll_handover(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.data.is_none() {
-            ready!(self.poll_commit(cx));
-        }
-        Poll::Ready(())
+        self.poll_commit(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -163,11 +148,6 @@ impl Commit {
             pending: None,
             done: false,
         }
-    }
-
-    /// Drives the commit to its end, detached from the body.
-    async fn finish(mut self) {
-        std::future::poll_fn(|cx| self.poll_commit(cx)).await;
     }
 
     fn poll_commit(&mut self, cx: &mut Context<'_>) -> Poll<()> {

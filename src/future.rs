@@ -80,7 +80,8 @@ where
                         .as_mut()
                         .expect("ResponseFuture polled after completion");
                     // The response is handed over when this future yields it:
-                    // a delivery whose body will not be polled is recorded now.
+                    // the delivery is recorded now (see `body.rs` for why not
+                    // at the body's first poll).
                     ready!(reply.body_mut().poll_handover(cx));
                     let response = response.take().expect("taken once");
                     return Poll::Ready(Ok(response.map(LongPollBody::reply)));

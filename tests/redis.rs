@@ -1438,16 +1438,43 @@ async fn the_waiters_of_an_id_woken_together_share_one_read() {
         reads.0.load(SeqCst) == reads.1.load(SeqCst) && reads.1.load(SeqCst) >= POLLS
     })
     .await;
-    let before = a.store.reads_sent();
+    let (reads_before, commits_before) = (a.store.reads_sent(), a.store.commits_sent());
     b.hub().publish("crowd", Event::new("e1")).await.unwrap();
     for conn in &mut conns {
         assert_eq!(conn.response(false).await.text(), "e1");
     }
-    let reads = a.store.reads_sent() - before;
-    println!("{POLLS} polls woken on one node: {reads} read scripts");
+    let reads = a.store.reads_sent() - reads_before;
+    eventually("the commits sent", || {
+        a.store.commits_sent() > commits_before
+    })
+    .await;
+    let commits = a.store.commits_sent() - commits_before;
+    println!("{POLLS} polls woken on one node: {reads} read scripts, {commits} commit scripts");
+    // One read and one commit; a second of either only if a wake-up or a
+    // commit raced the first.
+    assert!(reads <= 2, "{reads} reads for {POLLS} woken polls");
+    assert!(commits <= 2, "{commits} commits for {POLLS} answered polls");
+
+    // The woken polls come back with e1's cursor: they share one read too.
+    let cursor = b.hub().publish("crowd", Event::new("e2")).await.unwrap();
+    let (reads_before, commits_before) = (a.store.reads_sent(), a.store.commits_sent());
+    for conn in &mut conns {
+        conn.send("GET", &format!("/poll/crowd?since={cursor}&timeout=0"), &[])
+            .await;
+    }
+    for conn in &mut conns {
+        assert_eq!(conn.response(false).await.status, StatusCode::NO_CONTENT);
+    }
+    let reads = a.store.reads_sent() - reads_before;
+    println!("{POLLS} polls at the newest cursor: {reads} read scripts");
     assert!(
-        reads <= POLLS as u64 / 10,
-        "{reads} reads for {POLLS} woken polls"
+        reads <= 2,
+        "{reads} reads for {POLLS} polls from one cursor"
+    );
+    assert_eq!(
+        a.store.commits_sent(),
+        commits_before,
+        "a keepalive commits nothing"
     );
 }
 

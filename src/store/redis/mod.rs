@@ -100,6 +100,7 @@ struct Inner {
     wakeups_received: Arc<AtomicU64>,
     coalescer: Arc<Coalescer>,
     reads_sent: AtomicU64,
+    commits_sent: AtomicU64,
     stats: StatsCache,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -182,6 +183,12 @@ impl RedisStore {
     /// position in flight together are sent once.
     pub fn reads_sent(&self) -> u64 {
         self.inner.reads_sent.load(Ordering::Relaxed)
+    }
+
+    /// Commit scripts this node has sent to Redis: the polls of an id that
+    /// one event answers commit its cursor once.
+    pub fn commits_sent(&self) -> u64 {
+        self.inner.commits_sent.load(Ordering::Relaxed)
     }
 
     /// Ids whose wake-up channel this node is subscribed to now.
@@ -429,6 +436,7 @@ impl RedisStoreBuilder {
                 wakeups_received,
                 coalescer,
                 reads_sent: AtomicU64::new(0),
+                commits_sent: AtomicU64::new(0),
                 stats: StatsCache::default(),
                 tasks,
             }),
@@ -928,7 +936,8 @@ impl Store for RedisStore {
     ) -> StoreFuture<Result<ReadResult, StoreError>> {
         let inner = Arc::clone(&self.inner);
         let keys = inner.keys(id, None);
-        let role = inner.coalescer.begin(id, from, max_events);
+        let live = inner.watches.is_subscribed(id);
+        let role = inner.coalescer.begin(id, from, max_events, live);
         StoreFuture::new(async move {
             match role {
                 Role::Lead(lead) => {
@@ -947,10 +956,14 @@ impl Store for RedisStore {
 
     fn commit(&self, id: &str, cursor: Cursor) -> StoreFuture<Result<(), StoreError>> {
         let inner = Arc::clone(&self.inner);
+        if !inner.coalescer.commit_needed(id, cursor) {
+            return StoreFuture::ready(Ok(()));
+        }
         let keys = inner.keys(id, None);
         // A read of the delivery position that starts after this commit
         // must not be served by one that started before it.
-        inner.coalescer.woken(id);
+        inner.coalescer.delivered_moved(id);
+        inner.commits_sent.fetch_add(1, Ordering::Relaxed);
         StoreFuture::new(async move {
             let args: Vec<Value> = vec![
                 cursor.epoch().to_string().into(),

@@ -74,6 +74,7 @@ pub(super) struct Watches {
     /// The heartbeat channels this node listens on.
     heartbeats: Mutex<Vec<String>>,
     resets: AtomicU64,
+    coalescer: Arc<Coalescer>,
 }
 
 /// What [`Watches::start`] needs.
@@ -102,6 +103,7 @@ impl Watches {
             linger: setup.linger,
             heartbeats: Mutex::default(),
             resets: AtomicU64::new(0),
+            coalescer: Arc::clone(&setup.coalescer),
         });
         let (beats, beats_seen) = watch::channel(0);
         let link = Link {
@@ -188,6 +190,14 @@ impl Watches {
         }
     }
 
+    /// Whether wake-ups of `id` reach this node now.
+    pub(super) fn is_subscribed(&self, id: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(id)
+            .is_some_and(|entry| *entry.subscribed.borrow() == Some(true))
+    }
+
     /// Ids subscribed now (including lingering ones).
     pub(super) fn subscribed(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -208,6 +218,8 @@ impl Watches {
             if expired {
                 // Queued under the lock: ordered before any later SUBSCRIBE.
                 let _ = self.ops.send(Op::Unsubscribe(self.channel(id)));
+                // Wake-ups stop: a read kept for others may go stale unseen.
+                self.coalescer.woken(id);
             }
             !expired
         });
