@@ -1789,3 +1789,50 @@ async fn wake_ups_follow_a_slot_moved_by_resharding() {
     );
     assert_eq!(woken.text(), "moved");
 }
+
+/// The demo with `--redis-wait-replicas 1`: on a primary without a replica
+/// a publish is answered `503` (its event appended, not acknowledged); once
+/// a replica has attached, the retry with the same idempotency key is
+/// acknowledged with the first cursor, and the event is kept once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_acknowledges_only_what_the_replicas_have_when_asked() {
+    let primary = redis::RedisServer::start(&["--repl-diskless-sync-delay", "0"]).await;
+    let prefix = unique_prefix();
+    let demo = Example::start(
+        "demo",
+        &[
+            "--redis",
+            &primary.url(),
+            "--redis-prefix",
+            &prefix,
+            "--redis-wait-replicas",
+            "1",
+        ],
+    )
+    .await;
+    let mut publish = Conn::connect(demo.addr).await;
+    publish
+        .send_with_body("POST", "/publish/wr", &[("idempotency-key", "k1")], b"one")
+        .await;
+    let refused = publish.response(false).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    let port = primary.port().to_string();
+    let replica = redis::RedisServer::start(&["--replicaof", "127.0.0.1", &port]).await;
+    eventually("the replica in sync", || {
+        replica
+            .cli(&["info", "replication"])
+            .contains("master_link_status:up")
+    })
+    .await;
+    publish
+        .send_with_body("POST", "/publish/wr", &[("idempotency-key", "k1")], b"one")
+        .await;
+    let accepted = publish.response(false).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    let (seen, _) = drain(demo.addr, "wr", "0".to_owned()).await;
+    assert_eq!(seen, ["one"], "kept once");
+    let key = format!("{prefix}:{{wr}}:l");
+    assert_eq!(replica.cli(&["llen", &key]), "1", "the replica has it");
+    assert_eq!(demo.terminate().await.code(), Some(0));
+}

@@ -107,7 +107,8 @@ struct Args {
     /// the same URL and prefix: redis://host:port, a cluster as
     /// redis-cluster://host:port?node=host:port, or a Sentinel-managed primary
     /// as redis-sentinel://host:port?sentinelServiceName=NAME. Needs the `redis` feature:
-    /// `cargo run --release --features redis --example demo -- --redis URL`.
+    /// `cargo run --release --features redis --example demo -- --redis URL`;
+    /// rediss:// (TLS) needs `--features redis-tls` and is refused without it.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// Lets pages on ORIGIN (scheme://host[:port], as browsers send it in
@@ -119,6 +120,11 @@ struct Args {
     /// The prefix of the Redis keys and channels.
     #[arg(long, default_value = "longpoll", requires = "redis")]
     redis_prefix: String,
+    /// Acknowledge a publish only once N replicas of the Redis primary have
+    /// it (Redis WAIT, at most 1 s), so that a failover loses no
+    /// acknowledged event; 0: replication is asynchronous.
+    #[arg(long, default_value_t = 0, value_name = "N", requires = "redis")]
+    redis_wait_replicas: u32,
     /// Serve the same routes without the long-poll layer: a baseline for
     /// what the layer costs the requests it passes on (bench/compare.sh).
     #[arg(long)]
@@ -168,7 +174,15 @@ async fn run(args: Args) -> std::io::Result<()> {
                     .build(),
             )
             .build(),
-        Some(url) => redis_hub(url, &args.redis_prefix, event_ttl, id_ttl).await,
+        Some(url) => {
+            let store = RedisSettings {
+                prefix: &args.redis_prefix,
+                event_ttl,
+                id_ttl,
+                wait_replicas: args.redis_wait_replicas,
+            };
+            redis_hub(url, store).await
+        }
     };
     let options = app::Options {
         timeout: seconds("--timeout", args.timeout),
@@ -285,14 +299,24 @@ async fn run(args: Args) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How the demo's Redis store is set up.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+struct RedisSettings<'a> {
+    prefix: &'a str,
+    event_ttl: Duration,
+    id_ttl: Duration,
+    wait_replicas: u32,
+}
+
 /// A hub whose events live in Redis; exits with a clear message when Redis
 /// cannot be reached.
 #[cfg(feature = "redis")]
-async fn redis_hub(url: &str, prefix: &str, event_ttl: Duration, id_ttl: Duration) -> Hub {
+async fn redis_hub(url: &str, settings: RedisSettings<'_>) -> Hub {
     match tower_longpoll::store::RedisStore::builder(url)
-        .prefix(prefix)
-        .event_ttl(event_ttl)
-        .id_idle_ttl(id_ttl)
+        .prefix(settings.prefix)
+        .event_ttl(settings.event_ttl)
+        .id_idle_ttl(settings.id_ttl)
+        .wait_for_replicas(settings.wait_replicas, Duration::from_secs(1))
         .connect()
         .await
     {
@@ -305,7 +329,7 @@ async fn redis_hub(url: &str, prefix: &str, event_ttl: Duration, id_ttl: Duratio
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_hub(_url: &str, _prefix: &str, _event_ttl: Duration, _id_ttl: Duration) -> Hub {
+async fn redis_hub(_url: &str, _settings: RedisSettings<'_>) -> Hub {
     eprintln!(
         "demo: --redis needs the redis feature: cargo run --release --features redis --example demo -- --redis URL"
     );

@@ -175,6 +175,13 @@ pub struct Args {
     /// The prefix of the Redis keys and channels. [default: longpoll]
     #[arg(long, env = "LONGPOLL_GATEWAY_REDIS_PREFIX", value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
+    /// Acknowledge a publish only once N replicas of the Redis primary have
+    /// its events (Redis WAIT, at most 1 s; a publish they do not confirm
+    /// fails with 503 and is kept once when retried with its
+    /// Idempotency-Key), so that a failover loses no acknowledged event.
+    /// [default: 0, replication is asynchronous]
+    #[arg(long, env = "LONGPOLL_GATEWAY_REDIS_WAIT_REPLICAS", value_name = "N")]
+    pub redis_wait_replicas: Option<u32>,
     /// Log lines as `text` or `json` (one object per line); the level comes
     /// from RUST_LOG (default `info`). Flag or environment only.
     #[arg(
@@ -224,6 +231,7 @@ struct File {
     tls_key: Option<PathBuf>,
     redis: Option<String>,
     redis_prefix: Option<String>,
+    redis_wait_replicas: Option<u32>,
 }
 
 /// The settings in force.
@@ -258,6 +266,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Redis URL and key prefix; `None` keeps events in memory.
     pub redis: Option<(String, String)>,
+    /// Replicas that must confirm a publish (Redis `WAIT`); 0: none.
+    pub redis_wait_replicas: u32,
 }
 
 impl Config {
@@ -435,6 +445,10 @@ impl Config {
                         .unwrap_or_else(|| "longpoll".into());
                     (url, prefix)
                 }),
+            redis_wait_replicas: args
+                .redis_wait_replicas
+                .or(file.redis_wait_replicas)
+                .unwrap_or(0),
         })
     }
 }

@@ -92,10 +92,13 @@ pub async fn run(config: Config) -> Result<(), String> {
     {
         tracing::warn!(%publish_addr, "the publish API is open (no --publish-token or --publish-key) beyond loopback");
     }
+    // How long a publish waits for the replicas --redis-wait-replicas asks for.
+    const REDIS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
     let hub = match &config.redis {
         None => Hub::new(),
         Some((url, prefix)) => {
             let store = RedisStore::builder(url)
+                .wait_for_replicas(config.redis_wait_replicas, REDIS_WAIT)
                 .prefix(prefix)
                 .connect()
                 .await
@@ -112,6 +115,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         None => stream_hub.build(),
         Some((url, prefix)) => {
             let store = RedisStore::builder(url)
+                .wait_for_replicas(config.redis_wait_replicas, REDIS_WAIT)
                 .prefix(format!("{prefix}:stream"))
                 .connect()
                 .await
@@ -126,6 +130,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         None => socket_hub.build(),
         Some((url, prefix)) => {
             let store = RedisStore::builder(url)
+                .wait_for_replicas(config.redis_wait_replicas, REDIS_WAIT)
                 .prefix(format!("{prefix}:ws"))
                 .connect()
                 .await
