@@ -22,15 +22,17 @@ mod app;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at its start: a background thread hands pages
-/// freed by closed connections back to the system within about 2 s,
+/// freed by closed connections back to the system within about 1 s,
 /// instead of after 10 s and only when something else allocates; so RSS
-/// follows the connections held, also under churn. (A shorter decay makes
-/// successive fan-out rounds fault the same pages back in.)
+/// follows the connections held, also under churn. With 2 s, RSS read 2.5 s
+/// after thousands of connections closed still held up to 1.4 MB of their
+/// pages, more or less from one reading to the next; 1 s costs fan-out no
+/// measurable CPU (docs/benchmarks.md, issue 16, second round).
 // SAFETY: jemalloc reads this NUL-terminated string once, at its start.
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub(crate) static MALLOC_CONF: &u8 =
-    &b"background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0\0"[0];
+    &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
 
 use std::convert::Infallible;
 use std::future::Future;
