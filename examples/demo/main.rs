@@ -58,7 +58,6 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, Sleep};
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 use tower_longpoll::store::MemoryStore;
 use tower_longpoll::{Hub, LongPoll};
@@ -201,7 +200,7 @@ async fn run(args: Args) -> std::io::Result<()> {
     } else {
         // The router's futures boxed: inline, they would size the layer's
         // response future, which hyper keeps for as long as a poll waits.
-        let routes = BoxCloneSyncService::new(app::routes(hub.clone(), &options));
+        let routes = Routes(app::routes(hub.clone(), &options));
         App::Polls(app::longpoll(hub.clone(), &options).layer(routes))
     };
 
@@ -324,8 +323,24 @@ async fn redis_hub(_url: &str, _prefix: &str, _event_ttl: Duration, _id_ttl: Dur
     std::process::exit(2);
 }
 
-/// The demo's routes, with their futures boxed.
-type Routes = BoxCloneSyncService<Request<Incoming>, Response<axum::body::Body>, Infallible>;
+/// The demo's routes, with their futures boxed. Cloned for each request as
+/// the router is (a reference count), without an allocation.
+#[derive(Clone)]
+struct Routes(Router);
+
+impl Service<Request<Incoming>> for Routes {
+    type Response = Response<axum::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request<Incoming>>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        Box::pin(self.0.call(request))
+    }
+}
 
 /// The app served: the routes behind the long-poll layer; or a router that
 /// has its layers inside (CORS), or none (`--no-layer`).
