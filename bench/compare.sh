@@ -29,6 +29,7 @@ done
 SERVERS=${SERVERS:-"demo nchan pushpin gateway"}
 # The demo's own options: one runtime worker, as Nchan runs one worker process.
 DEMO_ARGS=${DEMO_ARGS:-"--workers 1"}
+# fanout_h2 (H2_N polls on one id over HTTP/2) is not in the default list.
 SCENARIOS=${SCENARIOS:-"hold hold_h2 fanout unicast churn passthrough"}
 # Wait while other processes keep the CPUs busier than this (percent of all
 # cores, sampled over 2 s between runs), at most QUIET_WAIT seconds per run.
@@ -363,6 +364,13 @@ for scenario in $expanded; do
         fi
         ;;
       fanout) run "$server" fanout fanout "$FAN_N" --rounds "$FAN_ROUNDS" ;;
+      fanout_h2)
+        # H2_N polls on one id as streams of H2_CONNS HTTP/2 connections:
+        # more polls than one process may have sockets.
+        if [ "$server" = demo ]; then
+          run demo fanout_h2 --http2 --h2-conns "$H2_CONNS" fanout "$H2_N" --rounds "$FAN_ROUNDS"
+        fi
+        ;;
       unicast) run "$server" unicast unicast "$UNI_N" "$UNI_RATE" --secs "$UNI_SECS" ;;
       fanout_*|unicast_*) run "$server" "${scenario%_*}" "${scenario%_*}" \
         $([ "${scenario%_*}" = fanout ] && echo "$FAN_N --rounds $FAN_ROUNDS" || echo "$UNI_N $UNI_RATE --secs $UNI_SECS") ;;

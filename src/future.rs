@@ -33,7 +33,9 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Inner { #[pin] future: F },
-        Reply { response: Option<Response<ReplyBody>> },
+        // Boxed: a response inline (over 200 bytes) would size this future,
+        // which hyper keeps in a box of its own for as long as a poll waits.
+        Reply { response: Option<Box<Response<ReplyBody>>> },
         Poll { poll: Pin<Box<PollFuture>> },
     }
 }
@@ -48,7 +50,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn reply(response: Response<ReplyBody>) -> Self {
         ResponseFuture {
             kind: Kind::Reply {
-                response: Some(response),
+                response: Some(Box::new(response)),
             },
         }
     }
@@ -83,13 +85,21 @@ where
                     // the delivery is recorded now (see `body.rs` for why not
                     // at the body's first poll).
                     ready!(reply.body_mut().poll_handover(cx));
-                    let response = response.take().expect("taken once");
+                    let response = *response.take().expect("taken once");
                     return Poll::Ready(Ok(response.map(LongPollBody::reply)));
                 }
-                KindProj::Poll { poll } => ready!(poll.as_mut().poll(cx)),
+                KindProj::Poll { poll } => {
+                    let mut response = ready!(poll.as_mut().poll(cx));
+                    // Most handovers are done at once: such a response goes
+                    // out without the box of a reply.
+                    if response.body_mut().poll_handover(cx).is_ready() {
+                        return Poll::Ready(Ok(response.map(LongPollBody::reply)));
+                    }
+                    response
+                }
             };
             kind.set(Kind::Reply {
-                response: Some(response),
+                response: Some(Box::new(response)),
             });
         }
     }

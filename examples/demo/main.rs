@@ -22,34 +22,42 @@ mod app;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at its start: a background thread hands pages
-/// freed by closed connections back to the system within about 2 s,
+/// freed by closed connections back to the system within about 1 s,
 /// instead of after 10 s and only when something else allocates; so RSS
-/// follows the connections held, also under churn. (A shorter decay makes
-/// successive fan-out rounds fault the same pages back in.)
+/// follows the connections held, also under churn. With 2 s, RSS read 2.5 s
+/// after thousands of connections closed still held up to 1.4 MB of their
+/// pages, more or less from one reading to the next; 1 s costs fan-out no
+/// measurable CPU (docs/benchmarks.md, issue 16, second round).
 // SAFETY: jemalloc reads this NUL-terminated string once, at its start.
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub(crate) static MALLOC_CONF: &u8 =
-    &b"background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0\0"[0];
+    &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{Request, Response};
 use clap::Parser;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use socket2::{SockRef, TcpKeepalive};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_io_timeout::TimeoutStream;
+use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 use tower_longpoll::store::MemoryStore;
 use tower_longpoll::{Hub, LongPoll};
@@ -204,7 +212,10 @@ async fn run(args: Args) -> std::io::Result<()> {
     } else if !options.allow_origins.is_empty() {
         App::Routes(app::router(hub.clone(), &options))
     } else {
-        App::Polls(app::longpoll(hub.clone(), &options).layer(app::routes(hub.clone(), &options)))
+        // The router's futures boxed: inline, they would size the layer's
+        // response future, which hyper keeps for as long as a poll waits.
+        let routes = Routes(app::routes(hub.clone(), &options));
+        App::Polls(app::longpoll(hub.clone(), &options).layer(routes))
     };
 
     let socket = if args.listen.is_ipv4() {
@@ -336,11 +347,30 @@ async fn redis_hub(_url: &str, _settings: RedisSettings<'_>) -> Hub {
     std::process::exit(2);
 }
 
+/// The demo's routes, with their futures boxed. Cloned for each request as
+/// the router is (a reference count), without an allocation.
+#[derive(Clone)]
+struct Routes(Router);
+
+impl Service<Request<Incoming>> for Routes {
+    type Response = Response<axum::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request<Incoming>>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        Box::pin(self.0.call(request))
+    }
+}
+
 /// The app served: the routes behind the long-poll layer; or a router that
 /// has its layers inside (CORS), or none (`--no-layer`).
 #[derive(Clone)]
 enum App {
-    Polls(LongPoll<Router>),
+    Polls(LongPoll<Routes>),
     Routes(Router),
 }
 
@@ -367,14 +397,38 @@ fn seconds(flag: &str, value: f64) -> Duration {
 /// rather than axum::serve: axum rebuilds the router's route tables for every
 /// connection, and hyper-util's auto-detection makes hyper's read buffer grow
 /// to 16 KiB; a parked poll holds its connection, so both add up per poll.
-async fn serve(tcp: TcpStream, app: App, timeouts: Timeouts, watcher: Watcher) {
-    match app {
-        App::Polls(service) => serve_with(tcp, service, timeouts, watcher).await,
-        App::Routes(service) => serve_with(tcp, service, timeouts, watcher).await,
-    }
+/// For the same reason this future, the task of the connection, is kept
+/// small: what only HTTP/2 needs is boxed (docs/benchmarks.md, issue 16).
+///
+/// Combinators rather than an `async fn`: the connection's future then takes
+/// the place of the sniffing one, instead of coming on top of it and of the
+/// arguments, which an `async fn` keeps for as long as it runs.
+fn serve(
+    tcp: TcpStream,
+    app: App,
+    timeouts: Timeouts,
+    watcher: Watcher,
+) -> impl Future<Output = ()> + Send {
+    sniff_http2(tcp, timeouts.header).then(move |(tcp, http2)| match (http2, app) {
+        (Err(_), _) => Either::Left(std::future::ready(())),
+        (Ok(http2), App::Polls(service)) => Either::Right(Either::Left(serve_with(
+            tcp, http2, service, timeouts, watcher,
+        ))),
+        (Ok(http2), App::Routes(service)) => Either::Right(Either::Right(serve_with(
+            tcp, http2, service, timeouts, watcher,
+        ))),
+    })
 }
 
-async fn serve_with<S, B>(tcp: TcpStream, service: S, timeouts: Timeouts, watcher: Watcher)
+/// The connection's future, built here rather than in an `async fn` so that
+/// it does not also carry this function's arguments while it runs.
+fn serve_with<S, B>(
+    tcp: TcpStream,
+    http2: bool,
+    service: S,
+    timeouts: Timeouts,
+    watcher: Watcher,
+) -> impl Future<Output = ()> + Send
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -384,42 +438,67 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let service = TowerToHyperService::new(service);
-    let http2 = sniff_http2(&tcp, timeouts.header).await;
+    let service = ToHyper(service);
     // A client that stops reading cannot hold a response write forever.
-    let mut stream = TimeoutStream::new(tcp);
-    stream.set_write_timeout(Some(timeouts.write));
-    let io = TokioIo::new(Box::pin(stream));
-    let result = match http2 {
-        Ok(true) => {
-            let connection = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                // Every parked poll holds a stream.
-                .max_concurrent_streams(1024)
-                .serve_connection(io, service);
-            watcher.watch(connection).await
-        }
-        Ok(false) => {
-            let connection = http1::Builder::new()
-                // Without a timer hyper cannot time out a request head that
-                // never ends.
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeouts.header)
-                .serve_connection(io, service);
-            watcher.watch(connection).await
-        }
-        Err(_) => return,
+    let io = TokioIo::new(WriteTimeout::new(tcp, timeouts.write));
+    let connection = if http2 {
+        let connection = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // Every parked poll holds a stream.
+            .max_concurrent_streams(1024)
+            .serve_connection(io, service);
+        // Boxed: inline, hyper's HTTP/2 connection (1.5 KB) would size this
+        // future, and so the task of every HTTP/1 connection.
+        Either::Left(Box::pin(watcher.watch(connection)))
+    } else {
+        let connection = http1::Builder::new()
+            // Without a timer hyper cannot time out a request head that
+            // never ends.
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.header)
+            .serve_connection(io, service);
+        Either::Right(watcher.watch(connection))
     };
-    if let Err(err) = result {
-        if write_stalled(&err) {
-            app::STALLED_WRITES.fetch_add(1, Ordering::Relaxed);
+    // `map`, not an async block: that would hold the future twice, as the
+    // block's capture and as the future it awaits.
+    connection.map(|result| {
+        if let Err(err) = result {
+            if write_stalled(&err) {
+                app::STALLED_WRITES.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(error = %err, "connection ended with an error");
         }
-        tracing::debug!(error = %err, "connection ended with an error");
+    })
+}
+
+/// A tower service as hyper's, for a service that is always ready, as the
+/// demo's are: its future is then the service's own. hyper-util's adapter
+/// makes every future hold the request until the service is ready, which
+/// adds 300 bytes to each request hyper keeps in flight, so to each parked
+/// poll. A service found not ready is called once it is, as there.
+#[derive(Clone)]
+struct ToHyper<S>(S);
+
+impl<S> hyper::service::Service<Request<Incoming>> for ToHyper<S>
+where
+    S: Service<Request<Incoming>> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, Pin<Box<tower::util::Oneshot<S, Request<Incoming>>>>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let mut service = self.0.clone();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Either::Left(service.call(request)),
+            _ => Either::Right(Box::pin(tower::util::Oneshot::new(service, request))),
+        }
     }
 }
 
 /// Whether a connection ended because the write guard gave up: the
-/// `TimeoutStream` reports a blocked write as an I/O error of kind
+/// [`WriteTimeout`] reports a blocked write as an I/O error of kind
 /// `TimedOut`, somewhere in hyper's error chain.
 fn write_stalled(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(err);
@@ -435,8 +514,107 @@ fn write_stalled(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A connection whose writes fail with `TimedOut` once one has stayed blocked
+/// for `timeout`: a client that stops reading cannot hold a response write
+/// forever.
+///
+/// Its timer is made the first time a write blocks, which most connections
+/// never do: a parked poll's connection carries no timer, and the stream is
+/// `Unpin`, so it sits inside hyper's connection instead of a box of its own.
+struct WriteTimeout {
+    tcp: TcpStream,
+    timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer runs for the write blocked now.
+    armed: bool,
+}
+
+impl WriteTimeout {
+    fn new(tcp: TcpStream, timeout: Duration) -> Self {
+        WriteTimeout {
+            tcp,
+            timeout,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// Passes on a write's result; while the write is blocked, runs the
+    /// timer from when it first blocked, and fails the write once it fires.
+    fn guard<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if result.is_ready() {
+            self.armed = false;
+            return result;
+        }
+        let deadline = Instant::now() + self.timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.armed = false;
+                Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for WriteTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteTimeout {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.guard(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.guard(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.tcp).poll_flush(cx);
+        self.guard(cx, result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.tcp).poll_shutdown(cx);
+        self.guard(cx, result)
+    }
+}
+
 /// Whether the client opened with the HTTP/2 preface, peeked, not read.
-async fn sniff_http2(tcp: &TcpStream, patience: Duration) -> std::io::Result<bool> {
+/// The connection is handed back with the answer.
+async fn sniff_http2(tcp: TcpStream, patience: Duration) -> (TcpStream, io::Result<bool>) {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0";
     let mut start = [0u8; 4];
     let wait = async {
@@ -450,9 +628,10 @@ async fn sniff_http2(tcp: &TcpStream, patience: Duration) -> std::io::Result<boo
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     };
-    tokio::time::timeout(patience, wait)
+    let http2 = tokio::time::timeout(patience, wait)
         .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+    (tcp, http2)
 }
 
 async fn shutdown_signal() {

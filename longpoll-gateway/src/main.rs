@@ -25,12 +25,14 @@ use longpoll_gateway::{Args, Config, LogFormat, run};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at its start: a background thread hands pages
-/// freed by closed connections back to the system within about 2 s, so RSS
-/// follows the connections held, also under churn.
+/// freed by closed connections back to the system within about 1 s, so RSS
+/// follows the connections held, also under churn. With 2 s, RSS read 2.5 s
+/// after thousands of connections closed moved by megabytes from one
+/// reading to the next (docs/benchmarks.md, issue 16, second round).
 // SAFETY: jemalloc reads this NUL-terminated string once, at its start.
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:2000,muzzy_decay_ms:0\0"[0];
+pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -18,6 +18,10 @@ use crate::subscriber::{Dialer, Position, markers};
 pub(crate) async fn fanout(args: &Args, n: usize, rounds: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(args.max_secs);
     let channel = format!("{}-fan", prefix(args));
+    // The server's memory before any poll, against which each round's
+    // parked polls are measured: from the second round on, every poll has
+    // been answered once on its connection.
+    let base_rss_kb = usage(&args.pids).rss_anon_kb;
     let dialer = Dialer::new(args).await.expect("HTTP/2 connections");
     let mode = args.cursor;
     // Per round, the receive times.
@@ -94,7 +98,10 @@ pub(crate) async fn fanout(args: &Args, n: usize, rounds: usize) -> String {
             n as u64
         };
         let parked_now = wait_parked(args, want, deadline, false).await;
-        log(format!("round {round}: parked {parked_now:?}, publishing"));
+        let parked_rss_kb = usage(&args.pids).rss_anon_kb;
+        log(format!(
+            "round {round}: parked {parked_now:?}, rss_anon {parked_rss_kb} kB, publishing"
+        ));
         let published_at = now_ns();
         let ok = publisher.publish(&channel, round as u64).await;
         while counts[round].load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < n
@@ -122,7 +129,8 @@ pub(crate) async fn fanout(args: &Args, n: usize, rounds: usize) -> String {
         }
         let _ = write!(
             per_round,
-            "{{\"received\":{got},\"p50_ms\":{},\"p99_ms\":{},\"max_ms\":{}}}",
+            "{{\"received\":{got},\"parked_rss_bytes_per_poll\":{},\"p50_ms\":{},\"p99_ms\":{},\"max_ms\":{}}}",
+            json_f((parked_rss_kb as f64 - base_rss_kb as f64) * 1024.0 / n as f64),
             json_f(percentile_ms(&times, 0.5)),
             json_f(percentile_ms(&times, 0.99)),
             json_f(percentile_ms(&times, 1.0))
