@@ -134,22 +134,35 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 },
+                // Boxed: the handshake and the TLS stream inline would size
+                // every connection's task, plaintext ones included, and a
+                // task lives as long as its held request.
                 Some(tls) => {
-                    let stream =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(err)) => {
-                                tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve_connection(TokioIo::new(stream), http2, service, watcher, stop, aborted)
+                    Box::pin(async move {
+                        let stream =
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(err)) => {
+                                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                                    return Ok(());
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return Ok(());
+                                }
+                            };
+                        let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        serve_connection(
+                            TokioIo::new(stream),
+                            http2,
+                            service,
+                            watcher,
+                            stop,
+                            aborted,
+                        )
                         .await
+                    })
+                    .await
                 }
             };
             if let Err(err) = result {
@@ -189,7 +202,9 @@ where
             // WebSockets over HTTP/2 (RFC 8441), for over_http routes.
             .enable_connect_protocol()
             .serve_connection(io, service);
-        watcher.watch(connection).await
+        // Boxed, so that an HTTP/1 connection's task does not carry an
+        // HTTP/2 connection's state (about 1.5 KB) for its whole life.
+        Box::pin(watcher.watch(connection)).await
     } else {
         let connection = hyper::server::conn::http1::Builder::new()
             // With a timer, a request head that never ends times out (30 s).
