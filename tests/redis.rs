@@ -17,7 +17,7 @@ use http::StatusCode;
 use support::example::{Example, example_path};
 use support::metrics::eventually_metric;
 use support::redis::{RedisCluster, RedisSentinels};
-use support::{Conn, PATIENCE, TestServer, eventually, get, redis, within};
+use support::{Conn, PATIENCE, TestServer, drain, eventually, get, redis, within};
 use tower_longpoll::store::{
     Notifier, ReadFrom, ReadResult, RedisStore, Store, StoreError, StoreFuture, StoreStats,
 };
@@ -714,22 +714,6 @@ async fn the_keys_of_an_id_share_its_hash_tag(url: &str) {
                 format!("{prefix}:{{tagged}}:m")
             ]
         );
-    }
-}
-
-/// Polls `since=cursor` with timeout=0 until a 204, collecting the events
-/// and whether any reply carried the gap flag.
-async fn drain(addr: std::net::SocketAddr, id: &str, mut cursor: String) -> (Vec<String>, bool) {
-    let (mut seen, mut gap) = (Vec::new(), false);
-    loop {
-        let reply = get(addr, &format!("/poll/{id}?since={cursor}&timeout=0")).await;
-        if reply.status == StatusCode::NO_CONTENT {
-            return (seen, gap);
-        }
-        assert_eq!(reply.status, StatusCode::OK);
-        gap |= reply.header("longpoll-gap") == Some("true");
-        seen.push(reply.text().to_owned());
-        cursor = reply.cursor();
     }
 }
 
@@ -1606,22 +1590,7 @@ async fn publishes_and_wake_ups_resume_after_a_cluster_failover() {
     a.server.parked(1).await;
     eventually("A subscribed", || a.store.subscribed_ids() == 1).await;
 
-    let replicas: Vec<u16> = cluster
-        .nodes()
-        .iter()
-        .filter(|node| node.cli(&["role"]).starts_with("slave"))
-        .map(|node| node.port())
-        .collect();
-    assert_eq!(replicas.len(), 3);
-    for port in &replicas {
-        assert_eq!(redis::cli(*port, &["cluster", "failover"]), "OK");
-    }
-    eventually("every replica promoted", || {
-        replicas
-            .iter()
-            .all(|port| redis::cli(*port, &["role"]).starts_with("master"))
-    })
-    .await;
+    cluster.fail_over_every_replica().await;
     let started = Instant::now();
     let timing = (started, started + PATIENCE * 2, Duration::from_millis(50));
     let resumed = publish_once_resumed(b.hub(), "cf", "after", timing, String::new).await;

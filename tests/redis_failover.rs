@@ -17,14 +17,13 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use http::StatusCode;
 use support::redis::{RedisCluster, RedisSentinels, RedisServer};
-use support::{PATIENCE, TestServer, eventually, get, redis};
+use support::{PATIENCE, TestServer, drain, eventually, redis};
 use tokio::task::JoinHandle;
 use tower_longpoll::client::LongPollClient;
 use tower_longpoll::store::RedisStore;
@@ -85,7 +84,7 @@ impl Node {
 /// acknowledged and when.
 struct Publisher {
     acknowledged: Arc<Mutex<Vec<(u64, Instant)>>>,
-    failed: Arc<Mutex<u64>>,
+    failed: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -93,7 +92,7 @@ struct Publisher {
 impl Publisher {
     fn start(hub: Hub, id: &'static str) -> Publisher {
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
-        let failed = Arc::new(Mutex::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
             let (acknowledged, failed, stop) = (
@@ -110,7 +109,9 @@ impl Publisher {
                     n += 1;
                     match hub.publish(id, Event::new(format!("e{n}"))).await {
                         Ok(_) => acknowledged.lock().unwrap().push((n, Instant::now())),
-                        Err(_) => *failed.lock().unwrap() += 1,
+                        Err(_) => {
+                            failed.fetch_add(1, SeqCst);
+                        }
                     }
                 }
             }
@@ -136,7 +137,7 @@ impl Publisher {
         self.stop.store(true, SeqCst);
         self.task.await.unwrap();
         let acknowledged = self.acknowledged.lock().unwrap();
-        let failed = *self.failed.lock().unwrap();
+        let failed = self.failed.load(SeqCst);
         (
             acknowledged.iter().map(|(n, _)| *n).collect(),
             acknowledged.iter().map(|(_, at)| *at).collect(),
@@ -359,22 +360,7 @@ async fn every_event_survives_a_cluster_failover_under_load() {
     let a = Node::start(&cluster.url(), &prefix, true).await;
     let b = Node::start(&cluster.url(), &prefix, true).await;
     under_load([&a, &b], "CLUSTER FAILOVER", true, || async {
-        let replicas: Vec<u16> = cluster
-            .nodes()
-            .iter()
-            .filter(|node| node.cli(&["role"]).starts_with("slave"))
-            .map(RedisServer::port)
-            .collect();
-        assert_eq!(replicas.len(), 3);
-        for port in &replicas {
-            assert_eq!(redis::cli(*port, &["cluster", "failover"]), "OK");
-        }
-        eventually("every replica promoted", || {
-            replicas
-                .iter()
-                .all(|port| redis::cli(*port, &["role"]).starts_with("master"))
-        })
-        .await;
+        cluster.fail_over_every_replica().await;
     })
     .await;
 }
@@ -467,11 +453,11 @@ async fn an_everysec_crash_gives_the_lost_cursors_the_gap_flag() {
     }
     let since_crash = ["e6", "e7", "e8"];
     for lost in [4, 3] {
-        let (seen, gap) = drain(&node, "ev", cursors[lost].to_string()).await;
+        let (seen, gap) = drain(node.server.addr, "ev", cursors[lost].to_string()).await;
         assert!(gap, "e{}'s cursor: no gap flag, got {seen:?}", lost + 1);
         assert_eq!(seen, since_crash, "e{}'s cursor", lost + 1);
     }
-    let (seen, gap) = drain(&node, "ev", cursors[2].to_string()).await;
+    let (seen, gap) = drain(node.server.addr, "ev", cursors[2].to_string()).await;
     assert_eq!(seen, since_crash);
     assert!(!gap, "e3 was kept: nothing was missed");
 }
@@ -481,22 +467,5 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
-/// Polls `since=cursor` with timeout=0 until a 204, collecting the events
-/// and whether any reply carried the gap flag.
-async fn drain(node: &Node, id: &str, mut cursor: String) -> (Vec<String>, bool) {
-    let (mut seen, mut gap) = (Vec::new(), false);
-    loop {
-        let path = format!("/poll/{id}?since={cursor}&timeout=0");
-        let reply = get(node.server.addr, &path).await;
-        if reply.status == StatusCode::NO_CONTENT {
-            return (seen, gap);
-        }
-        assert_eq!(reply.status, StatusCode::OK);
-        gap |= reply.header("longpoll-gap") == Some("true");
-        seen.push(reply.text().to_owned());
-        cursor = reply.cursor();
     }
 }

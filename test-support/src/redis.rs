@@ -308,6 +308,27 @@ impl RedisCluster {
         panic!("no primary owns slot {slot}: {nodes}");
     }
 
+    /// `CLUSTER FAILOVER` on every replica (a manual failover: each waits
+    /// for its primary's writes), and waits until every one is a primary.
+    pub async fn fail_over_every_replica(&self) {
+        let replicas: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter(|node| node.cli(&["role"]).starts_with("slave"))
+            .map(RedisServer::port)
+            .collect();
+        assert!(!replicas.is_empty(), "no replica to fail over");
+        for port in &replicas {
+            assert_eq!(cli(*port, &["cluster", "failover"]), "OK");
+        }
+        crate::eventually("every replica promoted", || {
+            replicas
+                .iter()
+                .all(|port| cli(*port, &["role"]).starts_with("master"))
+        })
+        .await;
+    }
+
     /// The port of a replica of the primary on `primary`.
     pub fn replica_of(&self, primary: u16) -> u16 {
         self.nodes

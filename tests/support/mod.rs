@@ -118,3 +118,19 @@ impl TestServer {
         self.task
     }
 }
+
+/// Polls `since=cursor` with `timeout=0` until a `204`, collecting the
+/// events' bodies and whether any reply carried the gap flag.
+pub(crate) async fn drain(addr: SocketAddr, id: &str, mut cursor: String) -> (Vec<String>, bool) {
+    let (mut seen, mut gap) = (Vec::new(), false);
+    loop {
+        let reply = get(addr, &format!("/poll/{id}?since={cursor}&timeout=0")).await;
+        if reply.status == http::StatusCode::NO_CONTENT {
+            return (seen, gap);
+        }
+        assert_eq!(reply.status, http::StatusCode::OK);
+        gap |= reply.header("longpoll-gap") == Some("true");
+        seen.push(reply.text().to_owned());
+        cursor = reply.cursor();
+    }
+}

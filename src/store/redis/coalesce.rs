@@ -51,14 +51,26 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn serves(&self, from: ReadFrom, max_events: usize, now: Instant) -> bool {
+    /// Whether a newcomer may still take this read's result (if it asks for
+    /// the same position and size).
+    fn open(&self, now: Instant) -> bool {
         self.joinable
-            && self.from == from
-            && self.max_events == max_events
             && self
                 .finished
                 .is_none_or(|at| self.live && now.duration_since(at) < KEEP_FINISHED)
     }
+
+    fn serves(&self, from: ReadFrom, max_events: usize, now: Instant) -> bool {
+        self.open(now) && self.from == from && self.max_events == max_events
+    }
+}
+
+/// Closes every read of an id to newcomers; finished ones go.
+fn close(flights: &mut Vec<InFlight>) {
+    flights.retain_mut(|flight| {
+        flight.joinable = false;
+        flight.finished.is_none()
+    });
 }
 
 /// The reads in flight, per id.
@@ -102,9 +114,7 @@ impl Coalescer {
             {
                 return Role::Join(flight.result.clone());
             }
-            flights.retain(|flight| {
-                flight.finished.is_none() || flight.serves(flight.from, flight.max_events, now)
-            });
+            flights.retain(|flight| flight.finished.is_none() || flight.open(now));
         }
         let (tx, rx) = watch::channel(None);
         let id: Arc<str> = Arc::from(id);
@@ -128,10 +138,7 @@ impl Coalescer {
     pub(super) fn woken(&self, id: &str) {
         let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(flights) = reads.get_mut(id) {
-            flights.retain_mut(|flight| {
-                flight.joinable = false;
-                flight.finished.is_none()
-            });
+            close(flights);
             if flights.is_empty() {
                 reads.remove(id);
             }
@@ -177,10 +184,7 @@ impl Coalescer {
     pub(super) fn all_woken(&self) {
         let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
         reads.retain(|_, flights| {
-            flights.retain_mut(|flight| {
-                flight.joinable = false;
-                flight.finished.is_none()
-            });
+            close(flights);
             !flights.is_empty()
         });
     }
