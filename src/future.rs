@@ -319,3 +319,17 @@ impl<B: Body> Future for Draining<B> {
         }
     }
 }
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use super::PollFuture;
+
+    /// Every parked poll is one `PollFuture` in a box of its own: kept within
+    /// 512 bytes, it takes jemalloc's 512-byte class rather than the 640
+    /// (docs/benchmarks.md, memory per held poll).
+    #[test]
+    fn a_parked_poll_fits_in_512_bytes() {
+        let size = std::mem::size_of::<PollFuture>();
+        assert!(size <= 512, "PollFuture is {size} bytes");
+    }
+}

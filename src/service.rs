@@ -159,7 +159,12 @@ where
 
     let (wait, drain) = if body.is_end_stream() {
         // Most polls carry no body: try the log at once, without parking.
-        match hub.inner.store.read(&id, from, max_events).into_ready() {
+        match hub
+            .inner
+            .store
+            .read(&id, from, max_events)
+            .into_value_or_pending()
+        {
             Ok(Ok(result)) if !result.is_empty() => {
                 let delivery = Delivery {
                     hub,

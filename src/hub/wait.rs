@@ -25,7 +25,7 @@ use super::Hub;
 use super::registry::{RegisterError, Registration};
 use crate::cursor::Cursor;
 use crate::id::InvalidId;
-use crate::store::{ReadFrom, ReadResult, StoreError, StoreFuture};
+use crate::store::{PendingStore, ReadFrom, ReadResult, StoreError, StoreFuture};
 
 /// How many waiters may park, for [`Hub::wait_for`].
 ///
@@ -116,14 +116,42 @@ pub(crate) enum WaitOutcome {
     Failed(WaitError),
 }
 
+// A stage keeps only a store call that has to wait, boxed: a ready value is
+// taken at once. Inline, a read's value would size every parked poll.
 enum Stage {
     Start,
-    FirstRead(StoreFuture<Result<ReadResult, StoreError>>),
+    FirstRead(PendingStore<Result<ReadResult, StoreError>>),
     Register,
-    Watch(StoreFuture<Result<(), StoreError>>),
-    Read(StoreFuture<Result<ReadResult, StoreError>>),
+    Watch(PendingStore<Result<(), StoreError>>),
+    /// Registered, or woken: the log is read (again).
+    ReadAgain,
+    Read(PendingStore<Result<ReadResult, StoreError>>),
     Parked,
     Done,
+}
+
+/// A store call of a stage, answered.
+enum Answered {
+    FirstRead(Result<ReadResult, StoreError>),
+    Watch(Result<(), StoreError>),
+    Read(Result<ReadResult, StoreError>),
+}
+
+/// The store call's value when it is known at once; otherwise the stage
+/// that waits for it.
+fn answered<T>(
+    call: StoreFuture<T>,
+    answer: fn(T) -> Answered,
+    waiting: fn(PendingStore<T>) -> Stage,
+    stage: &mut Stage,
+) -> Option<Answered> {
+    match call.into_value_or_pending() {
+        Ok(value) => Some(answer(value)),
+        Err(pending) => {
+            *stage = waiting(pending);
+            None
+        }
+    }
 }
 
 pin_project! {
@@ -201,7 +229,7 @@ impl Wait {
         max_events: usize,
         limits: WaitLimits,
         park: bool,
-        read: StoreFuture<Result<ReadResult, StoreError>>,
+        read: PendingStore<Result<ReadResult, StoreError>>,
     ) -> Self {
         let stage = Stage::FirstRead(read);
         let mut wait = Self::at(hub, id, from, max_events, limits, stage, None);
@@ -246,34 +274,14 @@ impl Future for Wait {
         let mut this = self.project();
         let store = &this.hub.inner.store;
         loop {
-            match this.stage {
-                Stage::Start => {
-                    let read = store.read(this.id, *this.from, *this.max_events);
-                    *this.stage = Stage::FirstRead(read);
-                }
-                Stage::FirstRead(read) => match ready!(Pin::new(read).poll(cx)) {
-                    Ok(result) => {
-                        *this.position = Some(result.position());
-                        if !result.is_empty() {
-                            *this.stage = Stage::Done;
-                            return Poll::Ready(WaitOutcome::Events(result));
-                        }
-                        *this.from = ReadFrom::Cursor(result.position());
-                        if !*this.park {
-                            *this.stage = Stage::Done;
-                            return Poll::Ready(WaitOutcome::Empty);
-                        }
-                        *this.stage = Stage::Register;
-                    }
-                    Err(StoreError::TooManyIds { .. }) => {
-                        *this.stage = Stage::Done;
-                        return Poll::Ready(WaitOutcome::Failed(WaitError::TooManyIds));
-                    }
-                    Err(err) => {
-                        *this.stage = Stage::Done;
-                        return Poll::Ready(WaitOutcome::Failed(WaitError::Store(err)));
-                    }
-                },
+            let answer = match this.stage {
+                Stage::Start => answered(
+                    store.read(this.id, *this.from, *this.max_events),
+                    Answered::FirstRead,
+                    Stage::FirstRead,
+                    this.stage,
+                ),
+                Stage::FirstRead(read) => Some(Answered::FirstRead(ready!(read.as_mut().poll(cx)))),
                 Stage::Register => {
                     let registry = &this.hub.inner.registry;
                     let registration =
@@ -292,37 +300,21 @@ impl Future for Wait {
                         .set(Some(Arc::clone(registration.notify()).notified_owned()));
                     *this.registration = Some(registration);
                     *this.watching = true;
-                    *this.stage = Stage::Watch(store.watch(this.id));
+                    answered(
+                        store.watch(this.id),
+                        Answered::Watch,
+                        Stage::Watch,
+                        this.stage,
+                    )
                 }
-                Stage::Watch(watch) => {
-                    if let Err(err) = ready!(Pin::new(watch).poll(cx)) {
-                        tracing::warn!(client_id = &**this.id, error = %err,
-                            "store cannot report events from other nodes; the poll may wait for its timeout");
-                    }
-                    *this.stage = Stage::Read(store.read(this.id, *this.from, *this.max_events));
-                }
-                Stage::Read(read) => {
-                    match ready!(Pin::new(read).poll(cx)) {
-                        Ok(result) => {
-                            *this.position = Some(result.position());
-                            if !result.is_empty() {
-                                *this.stage = Stage::Done;
-                                // Leave the registry now rather than when the
-                                // response future is dropped.
-                                *this.registration = None;
-                                if std::mem::take(this.watching) {
-                                    store.unwatch(this.id);
-                                }
-                                return Poll::Ready(WaitOutcome::Events(result));
-                            }
-                        }
-                        Err(err) => {
-                            tracing::warn!(client_id = &**this.id, error = %err,
-                                "reading the event log failed; the poll keeps waiting");
-                        }
-                    }
-                    *this.stage = Stage::Parked;
-                }
+                Stage::Watch(watch) => Some(Answered::Watch(ready!(watch.as_mut().poll(cx)))),
+                Stage::Read(read) => Some(Answered::Read(ready!(read.as_mut().poll(cx)))),
+                Stage::ReadAgain => answered(
+                    store.read(this.id, *this.from, *this.max_events),
+                    Answered::Read,
+                    Stage::Read,
+                    this.stage,
+                ),
                 Stage::Parked => {
                     let mut notified = this
                         .notified
@@ -336,9 +328,61 @@ impl Future for Wait {
                         .expect("a parked waiter is registered");
                     this.notified
                         .set(Some(Arc::clone(registration.notify()).notified_owned()));
-                    *this.stage = Stage::Read(store.read(this.id, *this.from, *this.max_events));
+                    *this.stage = Stage::ReadAgain;
+                    None
                 }
                 Stage::Done => return Poll::Pending,
+            };
+            match answer {
+                // A new stage: it waits for its store call, or starts one.
+                None => {}
+                Some(Answered::FirstRead(Ok(result))) => {
+                    *this.position = Some(result.position());
+                    if !result.is_empty() {
+                        *this.stage = Stage::Done;
+                        return Poll::Ready(WaitOutcome::Events(result));
+                    }
+                    *this.from = ReadFrom::Cursor(result.position());
+                    if !*this.park {
+                        *this.stage = Stage::Done;
+                        return Poll::Ready(WaitOutcome::Empty);
+                    }
+                    *this.stage = Stage::Register;
+                }
+                Some(Answered::FirstRead(Err(StoreError::TooManyIds { .. }))) => {
+                    *this.stage = Stage::Done;
+                    return Poll::Ready(WaitOutcome::Failed(WaitError::TooManyIds));
+                }
+                Some(Answered::FirstRead(Err(err))) => {
+                    *this.stage = Stage::Done;
+                    return Poll::Ready(WaitOutcome::Failed(WaitError::Store(err)));
+                }
+                Some(Answered::Watch(watched)) => {
+                    if let Err(err) = watched {
+                        tracing::warn!(client_id = &**this.id, error = %err,
+                            "store cannot report events from other nodes; the poll may wait for its timeout");
+                    }
+                    *this.stage = Stage::ReadAgain;
+                }
+                Some(Answered::Read(Ok(result))) => {
+                    *this.position = Some(result.position());
+                    if !result.is_empty() {
+                        *this.stage = Stage::Done;
+                        // Leave the registry now rather than when the
+                        // response future is dropped.
+                        *this.registration = None;
+                        if std::mem::take(this.watching) {
+                            store.unwatch(this.id);
+                        }
+                        return Poll::Ready(WaitOutcome::Events(result));
+                    }
+                    *this.stage = Stage::Parked;
+                }
+                Some(Answered::Read(Err(err))) => {
+                    tracing::warn!(client_id = &**this.id, error = %err,
+                        "reading the event log failed; the poll keeps waiting");
+                    *this.stage = Stage::Parked;
+                }
             }
         }
     }

@@ -14,9 +14,12 @@ pub struct StoreFuture<T> {
     state: State<T>,
 }
 
+/// A store call that has to wait, as a store returned it.
+pub(crate) type PendingStore<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
 enum State<T> {
     Ready(Option<T>),
-    Pending(Pin<Box<dyn Future<Output = T> + Send + 'static>>),
+    Pending(PendingStore<T>),
 }
 
 // No field is ever pinned in place: the value is moved out and the boxed
@@ -38,6 +41,17 @@ impl<T> StoreFuture<T> {
     {
         StoreFuture {
             state: State::Pending(Box::pin(future)),
+        }
+    }
+
+    /// The value, if it is known without waiting; otherwise the boxed
+    /// future alone, which a caller that keeps it (a parked poll does) holds
+    /// in two words rather than in a slot as large as the value.
+    pub(crate) fn into_value_or_pending(self) -> Result<T, PendingStore<T>> {
+        match self.state {
+            State::Ready(Some(value)) => Ok(value),
+            State::Ready(None) => panic!("StoreFuture taken after it completed"),
+            State::Pending(future) => Err(future),
         }
     }
 

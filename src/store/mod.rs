@@ -18,6 +18,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Weak;
 
+pub(crate) use self::future::PendingStore;
 pub use self::future::StoreFuture;
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
