@@ -13,6 +13,7 @@
 //! whoever can reach it.
 
 mod app;
+mod connections;
 
 /// jemalloc keeps its bookkeeping out of the blocks it hands out, so the
 /// 8 KiB buffers hyper reserves for each connection cost no resident memory
@@ -28,17 +29,23 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// after thousands of connections closed still held up to 1.4 MB of their
 /// pages, more or less from one reading to the next; 1 s costs fan-out no
 /// measurable CPU (docs/benchmarks.md, issue 16, second round).
+///
+/// `slab_sizes`: hyper's two 8 KiB buffers per connection each took a slab
+/// of their own, and so jemalloc's bookkeeping of a slab (about 700 bytes
+/// per held poll); slabs of 16 pages hold eight such buffers (66 bytes per
+/// held poll; docs/benchmarks.md, issue 16, third round).
 // SAFETY: jemalloc reads this NUL-terminated string once, at its start.
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub(crate) static MALLOC_CONF: &u8 =
-    &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+    &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,slab_sizes:4097-16384:16\0"[0];
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -53,7 +60,6 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -61,6 +67,8 @@ use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 use tower_longpoll::store::MemoryStore;
 use tower_longpoll::{Hub, LongPoll};
+
+use crate::connections::Connections;
 
 /// Serves long-polls on /poll/{client}, publishes with POST
 /// /publish/{client}, Prometheus metrics on /metrics, a page on / and its
@@ -271,7 +279,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         ),
     }
 
-    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Connections::default());
     let mut stop = std::pin::pin!(shutdown_signal());
     loop {
         let tcp = tokio::select! {
@@ -295,12 +303,12 @@ async fn run(args: Args) -> std::io::Result<()> {
                 tracing::debug!(error = %err, "could not set TCP options on a connection");
             }
         }
-        tokio::spawn(serve(tcp, app.clone(), timeouts, graceful.watcher()));
+        tokio::spawn(serve(tcp, app.clone(), timeouts, Arc::clone(&connections)));
     }
     tracing::info!("shutting down: answering parked polls with 503");
     hub.shutdown();
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+    if tokio::time::timeout(Duration::from_secs(10), connections.stop())
         .await
         .is_err()
     {
@@ -407,15 +415,23 @@ fn serve(
     tcp: TcpStream,
     app: App,
     timeouts: Timeouts,
-    watcher: Watcher,
+    connections: Arc<Connections>,
 ) -> impl Future<Output = ()> + Send {
     sniff_http2(tcp, timeouts.header).then(move |(tcp, http2)| match (http2, app) {
         (Err(_), _) => Either::Left(std::future::ready(())),
         (Ok(http2), App::Polls(service)) => Either::Right(Either::Left(serve_with(
-            tcp, http2, service, timeouts, watcher,
+            tcp,
+            http2,
+            service,
+            timeouts,
+            connections,
         ))),
         (Ok(http2), App::Routes(service)) => Either::Right(Either::Right(serve_with(
-            tcp, http2, service, timeouts, watcher,
+            tcp,
+            http2,
+            service,
+            timeouts,
+            connections,
         ))),
     })
 }
@@ -427,7 +443,7 @@ fn serve_with<S, B>(
     http2: bool,
     service: S,
     timeouts: Timeouts,
-    watcher: Watcher,
+    connections: Arc<Connections>,
 ) -> impl Future<Output = ()> + Send
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -449,7 +465,7 @@ where
             .serve_connection(io, service);
         // Boxed: inline, hyper's HTTP/2 connection (1.5 KB) would size this
         // future, and so the task of every HTTP/1 connection.
-        Either::Left(Box::pin(watcher.watch(connection)))
+        Either::Left(connections.track(Box::pin(connection)))
     } else {
         let connection = http1::Builder::new()
             // Without a timer hyper cannot time out a request head that
@@ -457,7 +473,7 @@ where
             .timer(TokioTimer::new())
             .header_read_timeout(timeouts.header)
             .serve_connection(io, service);
-        Either::Right(watcher.watch(connection))
+        Either::Right(connections.track(connection))
     };
     // `map`, not an async block: that would hold the future twice, as the
     // block's capture and as the future it awaits.
