@@ -219,8 +219,16 @@ async fn the_demo_publishes_polls_measures_and_shuts_down() {
         parked.push(conn);
     }
     eventually_metric(addr, "longpoll_waiters", 10).await;
-    let status = example.terminate().await;
+    // A kept-alive connection between two requests is asked to finish too:
+    // the demo does not wait out its 10 s for connections still open.
+    let mut idle = Conn::connect(addr).await;
+    idle.send("GET", "/metrics", &[]).await;
+    assert_eq!(idle.response(false).await.status, StatusCode::OK);
+    let status = tokio::time::timeout(Duration::from_secs(5), example.terminate())
+        .await
+        .expect("the demo stops within 5 s with an idle kept-alive connection open");
     assert_eq!(status.code(), Some(0));
+    assert!(idle.closed_by_server().await);
     for conn in &mut parked {
         let reply = conn.response(false).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
