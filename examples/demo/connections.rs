@@ -15,8 +15,8 @@ use std::task::{Context, Poll, Waker};
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 
-/// The connections the demo serves.
-#[derive(Default)]
+/// The connections the demo serves; clones share them.
+#[derive(Clone, Default)]
 pub(crate) struct Connections {
     inner: Arc<Inner>,
 }

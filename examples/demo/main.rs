@@ -45,7 +45,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -279,7 +278,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         ),
     }
 
-    let connections = Arc::new(Connections::default());
+    let connections = Connections::default();
     let mut stop = std::pin::pin!(shutdown_signal());
     loop {
         let tcp = tokio::select! {
@@ -303,7 +302,7 @@ async fn run(args: Args) -> std::io::Result<()> {
                 tracing::debug!(error = %err, "could not set TCP options on a connection");
             }
         }
-        tokio::spawn(serve(tcp, app.clone(), timeouts, Arc::clone(&connections)));
+        tokio::spawn(serve(tcp, app.clone(), timeouts, connections.clone()));
     }
     tracing::info!("shutting down: answering parked polls with 503");
     hub.shutdown();
@@ -415,7 +414,7 @@ fn serve(
     tcp: TcpStream,
     app: App,
     timeouts: Timeouts,
-    connections: Arc<Connections>,
+    connections: Connections,
 ) -> impl Future<Output = ()> + Send {
     sniff_http2(tcp, timeouts.header).then(move |(tcp, http2)| match (http2, app) {
         (Err(_), _) => Either::Left(std::future::ready(())),
@@ -443,7 +442,7 @@ fn serve_with<S, B>(
     http2: bool,
     service: S,
     timeouts: Timeouts,
-    connections: Arc<Connections>,
+    connections: Connections,
 ) -> impl Future<Output = ()> + Send
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
