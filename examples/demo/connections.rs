@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use hyper_util::server::graceful::GracefulConnection;
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 
@@ -34,45 +35,6 @@ struct Inner {
 struct Wakers {
     slots: Vec<Option<Waker>>,
     free: Vec<u32>,
-}
-
-/// A connection that can be asked to finish what it serves and close.
-pub(crate) trait Finish {
-    /// Asks the connection to close once its requests in flight are answered.
-    fn finish(self: Pin<&mut Self>);
-}
-
-impl<I, S, B> Finish for hyper::server::conn::http1::Connection<I, S>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn finish(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, S, B, E> Finish for hyper::server::conn::http2::Connection<I, S, E>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    fn finish(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<C: Finish + ?Sized> Finish for Pin<Box<C>> {
-    fn finish(self: Pin<&mut Self>) {
-        self.get_mut().as_mut().finish();
-    }
 }
 
 /// Slot number of a connection that has not registered its waker yet.
@@ -135,7 +97,7 @@ impl Connections {
     }
 }
 
-impl<C: Future + Finish> Future for Tracked<C> {
+impl<C: GracefulConnection> Future for Tracked<C> {
     type Output = C::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
@@ -164,7 +126,7 @@ impl<C: Future + Finish> Future for Tracked<C> {
             // either sees the waker or is seen here.
             if this.connections.stopping.load(Ordering::Acquire) {
                 *this.finishing = true;
-                this.connection.as_mut().finish();
+                this.connection.as_mut().graceful_shutdown();
             }
         }
         this.connection.poll(cx)

@@ -464,7 +464,7 @@ where
             .serve_connection(io, service);
         // Boxed: inline, hyper's HTTP/2 connection (1.5 KB) would size this
         // future, and so the task of every HTTP/1 connection.
-        Either::Left(connections.track(Box::pin(connection)))
+        Either::Left(Box::pin(connections.track(connection)))
     } else {
         let connection = http1::Builder::new()
             // Without a timer hyper cannot time out a request head that
